@@ -1,0 +1,63 @@
+/**
+ * Every error the library raises is a `DangaSocketError` with a stable `code`.
+ * The code is the contract; messages may change between releases.
+ */
+export type DangaSocketErrorCode =
+  /** An argument has the wrong type or an impossible value. */
+  | 'DS_ERR_INVALID_ARG'
+  /** The socket is already wrapped by an open `DangaSocket`. */
+  | 'DS_ERR_ALREADY_WRAPPED'
+  /** A base-class hook (`eventRead`/`eventErr`/`eventHup`) was not overridden but was called. */
+  | 'DS_ERR_UNHANDLED_EVENT'
+  /** `EventLoop()` was called while it is already running. */
+  | 'DS_ERR_LOOP_RUNNING'
+  /** The native addon is not built or failed to load. */
+  | 'DS_ERR_NATIVE_UNAVAILABLE'
+  /** Listening failed (address in use, permission, ...). */
+  | 'DS_ERR_LISTEN'
+  /** Name resolution failed during `connect()`. */
+  | 'DS_ERR_RESOLVE'
+  /** Every connection attempt failed; `errors` holds each attempt's error. */
+  | 'DS_ERR_CONNECT'
+  /** The address list to connect to was empty. */
+  | 'DS_ERR_NO_ADDRESS'
+  /** An operation exceeded its time limit. */
+  | 'DS_ERR_TIMEOUT'
+  /** An operation was aborted through its `AbortSignal`. */
+  | 'DS_ERR_ABORTED'
+  /** The object was closed before the operation could finish. */
+  | 'DS_ERR_CLOSED'
+  /** A system call in the native addon failed; `cause` holds the errno error. */
+  | 'DS_ERR_SYSCALL';
+
+/** The one error class of the library. `cause` holds the underlying OS or user error. */
+export class DangaSocketError extends Error {
+  readonly code: DangaSocketErrorCode;
+
+  constructor(code: DangaSocketErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Shorthand for the most common error: a bad argument to a public function. */
+export function invalidArg(message: string): DangaSocketError {
+  return new DangaSocketError('DS_ERR_INVALID_ARG', message);
+}
+
+/** The errno-style `code` of an OS error, if it has one. */
+export function errnoOf(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string'
+    ? err.code
+    : undefined;
+}
+
+/** Short description of a value for error messages (never the whole value). */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 40))}`;
+  return `${typeof value} ${String(value)}`;
+}
