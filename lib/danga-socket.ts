@@ -1,0 +1,744 @@
+import * as net from 'node:net';
+import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
+import {
+  defaultErrorHandler,
+  loop,
+  nowSeconds,
+  type ErrorHandler,
+  type OtherFdCallback,
+  type PostLoopCallback,
+  type ProfilingRow,
+} from './event-loop';
+import {
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLOUT,
+  kEvents,
+  kFinish,
+  kHandle,
+  kPushback,
+  kResetClose,
+  kWatchingRead,
+} from './internal';
+import { ServerChannel } from './server-channel';
+import { sprintf } from './sprintf';
+import { EAGAIN, StreamChannel } from './stream-channel';
+import { Timer } from './timer';
+import { nativeCork, nativeOtherFds } from './native-hooks';
+
+/** What `write()` accepts: bytes, a UTF-8 string, a callback to run in order, or nothing (flush). */
+export type WriteData = Buffer | Uint8Array | string | (() => void) | undefined;
+
+/**
+ * Replaces the socket write for data items: write `length` bytes of `buf` from `offset`,
+ * return how many were written (may be fewer), or throw an errno-style error
+ * (`code` 'EAGAIN' means "try later").
+ */
+export type WriterFunc = (buf: Buffer, length: number, offset: number) => number;
+
+/** Largest single read, as Danga::Socket (1 MiB). */
+const MAX_READ = 1024 * 1024;
+
+let nextId = 100000;
+/** Handle → the open object that wraps it. */
+const owners = new WeakMap<object, DangaSocket>();
+
+class Notifier {
+  constructor(readonly obj: DangaSocket) {}
+  notify(): void {
+    if (!this.obj.closed) loop.markReady(this.obj);
+  }
+  acceptError(err: Error): void {
+    // libuv keeps listening (and sheds the connection) on EMFILE; report, don't crash.
+    loop.report(err, { kind: 'accept', object: this.obj });
+  }
+}
+
+function checkBool(name: string, v: unknown): asserts v is boolean {
+  if (typeof v !== 'boolean') throw invalidArg(`${name} expects a boolean, got ${describe(v)}`);
+}
+
+function checkCallback(name: string, v: unknown): void {
+  if (v !== null && typeof v !== 'function') {
+    throw invalidArg(`${name} expects a function or null, got ${describe(v)}`);
+  }
+}
+
+/**
+ * The Danga::Socket base class: wrap one socket, override the hooks, run the one loop.
+ *
+ * Hook order within one loop iteration, for one object: `eventRead`, `eventWrite`,
+ * `eventErr`, `eventHup` — each skipped once the object is closed. Readiness is
+ * level-triggered: while read (or write) is watched and data/EOF (or writability) is pending,
+ * the hook fires every iteration. `eventErr`/`eventHup` are always delivered.
+ */
+export abstract class DangaSocket {
+  /** The descriptor-map key: unique in the process, never reused. */
+  readonly id: number;
+  /** @internal */
+  [kWatchingRead] = false;
+  /** @internal pushed-back chunks, read first */
+  [kPushback]: Buffer[] = [];
+  /** @internal the wrapped handle, until it is really closed or stolen */
+  [kHandle]: net.Socket | net.Server | null;
+
+  private readonly channel: StreamChannel | ServerChannel;
+  private _closed = false;
+  private _closeReason: string | undefined = undefined;
+  private watchingWrite = false;
+  /** True if write() (not the user) turned write-watching on, so it may turn it off. */
+  private writeSetWatch = false;
+  private wq: (Buffer | (() => void))[] = [];
+  private wOffset = 0;
+  private wSize = 0;
+  private writerFunc: WriterFunc | null = null;
+  private corked = false;
+  private finished: string | undefined | null = null;
+  private closedPromise: Promise<string | undefined> | null = null;
+  private resolveClosed: ((reason: string | undefined) => void) | null = null;
+  private peerIp: string | undefined = undefined;
+  private peerPort = 0;
+  private peerV6 = false;
+
+  /**
+   * Wrap `sock` (a socket in any state, or a server) and register in the descriptor map.
+   * The object owns the socket from now on.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a non-socket, a destroyed socket or one
+   *   whose object was closed; `DS_ERR_ALREADY_WRAPPED` if an open object wraps it.
+   */
+  constructor(sock: net.Socket | net.Server) {
+    if (!(sock instanceof net.Socket) && !(sock instanceof net.Server)) {
+      throw invalidArg(`DangaSocket expects a net.Socket or net.Server, got ${describe(sock)}`);
+    }
+    const owner = owners.get(sock);
+    if (owner !== undefined) {
+      if (!owner.closed) {
+        throw new DangaSocketError(
+          'DS_ERR_ALREADY_WRAPPED',
+          `socket is already wrapped by ${owner.asString()}`,
+        );
+      }
+      throw invalidArg(`socket belonged to an object that was closed (${owner.asString()})`);
+    }
+    if (sock instanceof net.Socket && sock.destroyed) {
+      throw invalidArg('cannot wrap a destroyed socket');
+    }
+    this.id = nextId++;
+    this[kHandle] = sock;
+    const notifier = new Notifier(this);
+    this.channel =
+      sock instanceof net.Server
+        ? new ServerChannel(sock, notifier)
+        : new StreamChannel(sock, notifier);
+    owners.set(sock, this);
+    loop.map.set(this.id, this);
+  }
+
+  // ---- hooks ---------------------------------------------------------------------------
+
+  /** Readable (data, EOF or error pending) while read is watched. Override it. */
+  eventRead(): void {
+    throw new DangaSocketError(
+      'DS_ERR_UNHANDLED_EVENT',
+      `Base class eventRead called for ${this.asString()}`,
+    );
+  }
+
+  /** Writable while write is watched. The default flushes the write queue. */
+  eventWrite(): void {
+    this.write(undefined);
+  }
+
+  /** An error on the socket (always delivered). Override it; the base throws. */
+  eventErr(): void {
+    throw new DangaSocketError(
+      'DS_ERR_UNHANDLED_EVENT',
+      `Base class eventErr called for ${this.asString()}`,
+    );
+  }
+
+  /** Hang-up (always delivered). Override it; the base throws. */
+  eventHup(): void {
+    throw new DangaSocketError(
+      'DS_ERR_UNHANDLED_EVENT',
+      `Base class eventHup called for ${this.asString()}`,
+    );
+  }
+
+  /** A write was partial. The default turns write-watching on (and write() turns it off again). */
+  onIncompleteWrite(): void {
+    if (!this.watchingWrite) this.writeSetWatch = true;
+    this.setWatchWrite(true);
+  }
+
+  // ---- reading -------------------------------------------------------------------------
+
+  /**
+   * Read up to `n` bytes (at most 1 MiB): pushed-back data first, one chunk per call.
+   * @returns the bytes; an empty Buffer if nothing is available now; `null` on EOF, error,
+   *   closed object or `n <= 0`.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` if `n` is not a number.
+   */
+  read(n: number): Buffer | null {
+    if (typeof n !== 'number' || Number.isNaN(n)) {
+      throw invalidArg(`read expects a byte count, got ${describe(n)}`);
+    }
+    if (this._closed || n <= 0) return null;
+    n = Math.floor(n);
+    const pb = this[kPushback];
+    if (pb.length > 0) {
+      const first = pb[0] as Buffer;
+      if (first.length <= n) {
+        pb.shift();
+        if (pb.length === 0) loop.pushbackSet.delete(this);
+        return first;
+      }
+      pb[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (this.channel instanceof ServerChannel) return null;
+    return this.channel.read(n < MAX_READ ? n : MAX_READ);
+  }
+
+  /** Put bytes back to be read first (FIFO); `eventRead` runs again this iteration. */
+  pushBackRead(data: Buffer | string): void {
+    let buf: Buffer;
+    if (typeof data === 'string') buf = Buffer.from(data, 'utf8');
+    else if (Buffer.isBuffer(data)) buf = data;
+    else throw invalidArg(`pushBackRead expects a Buffer or string, got ${describe(data)}`);
+    this[kPushback].push(buf);
+    if (!this._closed) loop.pushbackSet.add(this);
+  }
+
+  /** Watch for readability (level-triggered). Off also stops reading from the kernel once our buffer is full. */
+  watchRead(on: boolean): void {
+    checkBool('watchRead', on);
+    if (this._closed || this[kWatchingRead] === on) return;
+    this[kWatchingRead] = on;
+    if (on) loop.markReady(this);
+  }
+
+  /** Watch for writability (level-triggered). The user now owns write-watching. */
+  watchWrite(on: boolean): void {
+    checkBool('watchWrite', on);
+    if (this._closed) return;
+    if (on) this.writeSetWatch = false;
+    this.setWatchWrite(on);
+  }
+
+  private setWatchWrite(on: boolean): void {
+    if (this._closed || this.watchingWrite === on) return;
+    this.watchingWrite = on;
+    if (on) loop.markReady(this);
+  }
+
+  // ---- writing -------------------------------------------------------------------------
+
+  /**
+   * Queue `data` and write as much as the kernel takes now (Danga semantics). A function
+   * runs once every byte queued before it has been handed to the kernel; `undefined` flushes.
+   * @returns true only when nothing remains queued in user space (always true once closed).
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for any other argument type.
+   */
+  write(data?: WriteData): boolean {
+    let item: Buffer | (() => void) | undefined;
+    if (data === undefined) item = undefined;
+    else if (Buffer.isBuffer(data) || typeof data === 'function') item = data;
+    else if (typeof data === 'string') item = Buffer.from(data, 'utf8');
+    else if (data instanceof Uint8Array)
+      item = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    else
+      throw invalidArg(
+        `write expects a Buffer, string, function or undefined, got ${describe(data)}`,
+      );
+    if (this._closed) return true;
+    if (item !== undefined && this.wSize > 0) {
+      this.wq.push(item);
+      this.wSize += typeof item === 'function' ? 1 : item.length;
+      return false;
+    }
+    let bypass = item !== undefined;
+    for (;;) {
+      const cur = bypass ? item : this.wq[0];
+      if (cur === undefined) return true;
+      if (typeof cur === 'function') {
+        if (!bypass) {
+          this.wq.shift();
+          this.wSize -= 1;
+        }
+        bypass = false;
+        cur();
+        if (this._closed) return true;
+        continue;
+      }
+      const toWrite = cur.length - this.wOffset;
+      let written: number;
+      try {
+        written =
+          this.writerFunc !== null
+            ? this.callWriter(cur, toWrite)
+            : this.channel instanceof StreamChannel
+              ? this.channel.write(cur, this.wOffset, toWrite)
+              : EAGAIN;
+      } catch (err) {
+        const code = errnoOf(err);
+        if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
+          written = EAGAIN;
+        } else {
+          this.close(
+            code === 'EPIPE' ? 'EPIPE' : code === 'ECONNRESET' ? 'ECONNRESET' : 'write_error',
+          );
+          return false;
+        }
+      }
+      if (written === EAGAIN) {
+        if (bypass) {
+          this.wq.push(cur);
+          this.wSize += cur.length;
+        }
+        if (!this.watchingWrite) this.writeSetWatch = true;
+        this.setWatchWrite(true);
+        return false;
+      }
+      if (written < toWrite) {
+        if (bypass) {
+          this.wq.push(cur);
+          this.wSize += cur.length;
+        }
+        this.wOffset += written;
+        this.wSize -= written;
+        this.onIncompleteWrite();
+        return false;
+      }
+      this.wOffset = 0;
+      if (this.writeSetWatch) {
+        this.setWatchWrite(false);
+        this.writeSetWatch = false;
+      }
+      if (bypass) return true;
+      this.wSize -= written;
+      this.wq.shift();
+    }
+  }
+
+  private callWriter(buf: Buffer, toWrite: number): number {
+    const written = (this.writerFunc as WriterFunc)(buf, toWrite, this.wOffset);
+    if (!Number.isInteger(written) || written < 0 || written > toWrite) {
+      throw Object.assign(new Error(`writer returned ${String(written)}`), { code: 'EINVAL' });
+    }
+    return written;
+  }
+
+  /** Bytes still queued in user space (each queued function counts 1). */
+  get writeBufSize(): number {
+    return this.wSize;
+  }
+
+  /** Replace the socket write for data items (see `WriterFunc`), or restore it with null. */
+  setWriterFunc(fn: WriterFunc | null): void {
+    checkCallback('setWriterFunc', fn);
+    this.writerFunc = fn;
+  }
+
+  /**
+   * Set TCP_CORK (real `setsockopt` on Linux through the native addon; a recorded flag
+   * elsewhere). Unsupported sockets (Unix) are ignored; a dead descriptor closes the object
+   * with reason `tcp_cork_failed`.
+   */
+  tcpCork(on: boolean): void {
+    checkBool('tcpCork', on);
+    if (this._closed || on === this.corked) return;
+    const fd = this.channel.osFd();
+    if (fd !== undefined) {
+      try {
+        nativeCork(fd, on);
+      } catch (err) {
+        const code = errnoOf(err);
+        if (code === 'ENOPROTOOPT' || code === 'EOPNOTSUPP') return;
+        if (code === 'EBADF' || code === 'ENOTSOCK') {
+          process.emitWarning(`setsockopt: ${(err as Error).message}`);
+          this.close('tcp_cork_failed');
+          return;
+        }
+        throw new DangaSocketError('DS_ERR_SYSCALL', `setsockopt(TCP_CORK): ${String(err)}`, {
+          cause: err,
+        });
+      }
+    }
+    this.corked = on;
+  }
+
+  /** Whether TCP_CORK is on (as last applied by `tcpCork`). */
+  get isCorked(): boolean {
+    return this.corked;
+  }
+
+  // ---- closing -------------------------------------------------------------------------
+
+  /**
+   * Close: drop the write queue (queued functions never run) and, at the end of the current
+   * loop iteration, really close the OS socket and leave the descriptor map. Idempotent.
+   */
+  close(reason?: string): void {
+    if (reason !== undefined && typeof reason !== 'string') {
+      throw invalidArg(`close expects a string reason, got ${describe(reason)}`);
+    }
+    if (this._closed) return;
+    this._closeReason = reason;
+    this.detachCommon();
+    loop.deferClose(this, this.channel);
+  }
+
+  /** Steps shared by close and steal (reference §4.4, 1–6). */
+  private detachCommon(): void {
+    if (this.corked) {
+      try {
+        this.tcpCork(false);
+      } catch {
+        // The socket is going away; a failed uncork changes nothing.
+      }
+    }
+    this._closed = true;
+    this.wq = [];
+    this.watchingWrite = false;
+    this[kWatchingRead] = false;
+  }
+
+  /** True once `close()` or `stealSocket()` ran. */
+  get closed(): boolean {
+    return this._closed;
+  }
+
+  /** The reason given to `close()`. */
+  get closeReason(): string | undefined {
+    return this._closeReason;
+  }
+
+  /**
+   * Resolves with the close reason once the OS socket is really closed, with `'stolen'`
+   * after `stealSocket()`, or with `'reset'` after `Reset()`.
+   */
+  whenClosed(): Promise<string | undefined> {
+    if (this.closedPromise === null) {
+      if (this.finished !== null) {
+        this.closedPromise = Promise.resolve(this.finished);
+      } else {
+        this.closedPromise = new Promise((resolve) => {
+          this.resolveClosed = resolve;
+        });
+      }
+    }
+    return this.closedPromise;
+  }
+
+  /** @internal the handle is gone */
+  [kFinish](reason: string | undefined): void {
+    if (this.finished !== null) return;
+    this.finished = reason;
+    this[kHandle] = null;
+    owners.delete(this.channel.sock);
+    this.resolveClosed?.(reason);
+    this.resolveClosed = null;
+  }
+
+  /** @internal close and destroy now (Reset, or a close() override that failed) */
+  [kResetClose](reason: string, now: boolean): void {
+    if (!this._closed) {
+      this._closeReason = reason;
+      this.detachCommon();
+      if (!now) {
+        loop.deferClose(this, this.channel);
+        return;
+      }
+    }
+    if (now) {
+      this.channel.destroy();
+      this[kFinish]('reset');
+    }
+  }
+
+  /**
+   * Detach and return the still-open socket, paused, with unread bytes put back into it.
+   * The map entry goes at the end of the iteration. Returns null if already closed.
+   */
+  stealSocket(): net.Socket | net.Server | null {
+    if (this._closed) return null;
+    this.detachCommon();
+    this._closeReason = 'stolen';
+    const sock =
+      this.channel instanceof StreamChannel
+        ? this.channel.detach(this[kPushback])
+        : this.channel.detach();
+    this[kPushback] = [];
+    owners.delete(sock);
+    loop.deferClose(this, null);
+    return sock;
+  }
+
+  /** The wrapped socket, or null after close/steal. */
+  sock(): net.Socket | net.Server | null {
+    return this._closed ? null : this.channel.sock;
+  }
+
+  /** The OS descriptor where Node exposes one (diagnostics only; may be reused after close). */
+  osFd(): number | undefined {
+    return this._closed ? undefined : this.channel.osFd();
+  }
+
+  // ---- loop internals ------------------------------------------------------------------
+
+  /** @internal events to dispatch now */
+  [kEvents](): number {
+    const r = this.channel.readiness();
+    return (
+      (r & (POLLERR | POLLHUP)) |
+      (this[kWatchingRead] ? r & POLLIN : 0) |
+      (this.watchingWrite ? r & POLLOUT : 0)
+    );
+  }
+
+  /** @internal for Listener */
+  protected acceptOne(): net.Socket | null {
+    return this.channel instanceof ServerChannel && !this._closed ? this.channel.accept() : null;
+  }
+
+  // ---- strings and diagnostics ---------------------------------------------------------
+
+  private loadPeer(): void {
+    if (this.peerIp !== undefined || this._closed) return;
+    const s = this.channel.sock;
+    if (!(s instanceof net.Socket)) return;
+    const ip = s.remoteAddress;
+    const port = s.remotePort;
+    if (ip === undefined || port === undefined) return;
+    this.peerIp = ip;
+    this.peerPort = port;
+    this.peerV6 = s.remoteFamily === 'IPv6';
+  }
+
+  /** The peer's IP, or undefined (closed, not connected, listener, Unix socket). */
+  peerIpString(): string | undefined {
+    if (this._closed) return undefined;
+    this.loadPeer();
+    return this.peerIp;
+  }
+
+  /** `ip:port` or `[v6]:port` of the peer, or undefined. */
+  peerAddrString(): string | undefined {
+    const ip = this.peerIpString();
+    if (ip === undefined) return undefined;
+    return this.peerV6 ? `[${ip}]:${this.peerPort}` : `${ip}:${this.peerPort}`;
+  }
+
+  private localInfo(): { ip: string; port: number; v6: boolean } | undefined {
+    if (this._closed) return undefined;
+    const s = this.channel.sock;
+    if (s instanceof net.Socket) {
+      const ip = s.localAddress;
+      const port = s.localPort;
+      if (ip === undefined || port === undefined) return undefined;
+      return { ip, port, v6: s.localFamily === 'IPv6' };
+    }
+    const a = s.address();
+    if (a === null || typeof a === 'string') return undefined;
+    return { ip: a.address, port: a.port, v6: a.family === 'IPv6' };
+  }
+
+  /** Our local IP, or undefined. */
+  localIpString(): string | undefined {
+    return this.localInfo()?.ip;
+  }
+
+  /** Our `ip:port` or `[v6]:port`, or undefined. */
+  localAddrString(): string | undefined {
+    const l = this.localInfo();
+    if (l === undefined) return undefined;
+    return l.v6 ? `[${l.ip}]:${l.port}` : `${l.ip}:${l.port}`;
+  }
+
+  /** `Class(RW): open to ip:port` while open, `Class(): closed` once closed. */
+  asString(): string {
+    const cls = this.constructor.name;
+    if (this._closed) return `${cls}(): closed`;
+    const peer = this.peerAddrString();
+    return (
+      `${cls}(${this[kWatchingRead] ? 'R' : ''}${this.watchingWrite ? 'W' : ''}): open` +
+      (peer !== undefined ? ` to ${peer}` : '')
+    );
+  }
+
+  toString(): string {
+    return this.asString();
+  }
+
+  /** `DebugMsg` for this object. */
+  debugMsg(fmt: string, ...args: unknown[]): void {
+    DangaSocket.DebugMsg(fmt, ...args);
+  }
+
+  /** Write `ERROR: msg`, this object and a stack trace to stderr. */
+  dumpError(msg: string): void {
+    const lines = [`ERROR: ${msg}`, `\t${this.constructor.name} = ${this.asString()}`];
+    const stack = new Error().stack ?? '';
+    for (const frame of stack.split('\n').slice(2)) lines.push(`\t${frame.trim()}`);
+    process.stderr.write(lines.join('\n') + '\n');
+  }
+
+  /** Set (or clear with null) this object's post-loop callback; removed when it closes. */
+  setPostLoopCallback(cb: PostLoopCallback | null): void {
+    checkCallback('setPostLoopCallback', cb);
+    if (cb === null) loop.plcMap.delete(this);
+    else if (!this._closed) loop.plcMap.set(this, cb);
+  }
+
+  // ---- statics: the process-wide loop --------------------------------------------------
+
+  /**
+   * Run loop iterations until a post-loop callback returns a falsy value.
+   * @throws (rejects) DangaSocketError `DS_ERR_LOOP_RUNNING` if already running; rejects
+   *   with whatever the error handler threw.
+   */
+  static EventLoop(): Promise<void> {
+    return loop.run();
+  }
+
+  /** Set (or clear with null) the global post-loop callback (runs after per-object ones). */
+  static SetPostLoopCallback(cb: PostLoopCallback | null): void {
+    checkCallback('SetPostLoopCallback', cb);
+    loop.globalPlc = cb;
+  }
+
+  /** -1 (default): wait for events or the next timer; 0: never wait; N: wake at least every N ms. */
+  static SetLoopTimeout(ms: number): number {
+    if (typeof ms !== 'number' || !Number.isFinite(ms)) {
+      throw invalidArg(`SetLoopTimeout expects milliseconds, got ${describe(ms)}`);
+    }
+    loop.loopTimeout = ms < 0 ? -1 : ms;
+    loop.wake();
+    return loop.loopTimeout;
+  }
+
+  /**
+   * Run `cb(now)` once after `seconds` (fractional, may be 0 or negative); `now` is epoch
+   * seconds. Equal fire times run in the order added.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a non-finite delay or a non-function.
+   */
+  static AddTimer(seconds: number, cb: (now: number) => void): Timer {
+    if (typeof seconds !== 'number' || !Number.isFinite(seconds)) {
+      throw invalidArg(`AddTimer expects seconds, got ${describe(seconds)}`);
+    }
+    if (typeof cb !== 'function')
+      throw invalidArg(`AddTimer expects a function, got ${describe(cb)}`);
+    const fireTime = nowSeconds() + seconds;
+    const t = loop.timers.add(fireTime, cb);
+    loop.timerAdded(fireTime);
+    return t;
+  }
+
+  /** The live descriptor map: id → object (identity stable across Reset). */
+  static DescriptorMap(): Map<number, DangaSocket> {
+    return loop.map;
+  }
+
+  /** Objects in the descriptor map (including ones closed this iteration). */
+  static WatchedSockets(): number {
+    return loop.map.size;
+  }
+
+  /** Handles waiting for their deferred close at the end of the iteration. */
+  static ToClose(): readonly (net.Socket | net.Server)[] {
+    return loop.pendingCloseHandles() as (net.Socket | net.Server)[];
+  }
+
+  /** libuv uses epoll on Linux. */
+  static HaveEpoll(): boolean {
+    return process.platform === 'linux';
+  }
+
+  /**
+   * Destroy every wrapped socket, listener and pending close (their objects end closed,
+   * `whenClosed()` → 'reset'), clear all loop state in place, restore the default error
+   * handler and resolve a running `EventLoop()`.
+   */
+  static Reset(): void {
+    loop.reset();
+  }
+
+  /** Write `>>> ` + Perl-style sprintf + newline to stderr. */
+  static DebugMsg(fmt: string, ...args: unknown[]): void {
+    if (typeof fmt !== 'string')
+      throw invalidArg(`DebugMsg expects a format string, got ${describe(fmt)}`);
+    process.stderr.write('>>> ' + sprintf(fmt.replace(/\n$/, ''), args) + '\n');
+  }
+
+  /** Turn profiling on (data emptied). Returns true. */
+  static EnableProfiling(): boolean {
+    for (const k of Object.keys(loop.profile)) delete loop.profile[k];
+    loop.profiling = true;
+    return true;
+  }
+
+  /** Turn profiling off, keeping the data. */
+  static DisableProfiling(): void {
+    loop.profiling = false;
+  }
+
+  /** Live profiling data: `"<Class>-read|write|err|hup"` → `[userSeconds, systemSeconds, calls]`. */
+  static ProfilingData(): Record<string, ProfilingRow> {
+    return loop.profile;
+  }
+
+  /** Receive errors thrown by hooks, timers and post-loop callbacks (null: the default). */
+  static setErrorHandler(fn: ErrorHandler | null): void {
+    checkCallback('setErrorHandler', fn);
+    loop.errorHandler = fn ?? defaultErrorHandler;
+  }
+
+  /**
+   * Replace the raw-descriptor map (fd → `cb(mask)`), or with no argument return a copy.
+   * Needs the native addon (`DS_ERR_NATIVE_UNAVAILABLE` otherwise).
+   */
+  static OtherFds(
+    map?: Map<number, OtherFdCallback> | Record<number, OtherFdCallback>,
+  ): Map<number, OtherFdCallback> {
+    if (map !== undefined) nativeOtherFds(normaliseFds(map), true);
+    return new Map(loop.otherFds);
+  }
+
+  /** Merge into the raw-descriptor map (a new callback wins). */
+  static AddOtherFds(
+    map: Map<number, OtherFdCallback> | Record<number, OtherFdCallback>,
+  ): Map<number, OtherFdCallback> {
+    nativeOtherFds(normaliseFds(map), false);
+    return new Map(loop.otherFds);
+  }
+}
+
+function normaliseFds(map: unknown): Map<number, OtherFdCallback> {
+  if (typeof map !== 'object' || map === null) {
+    throw invalidArg(`OtherFds expects a Map or object of fd → callback, got ${describe(map)}`);
+  }
+  const entries: [unknown, unknown][] =
+    map instanceof Map ? [...(map as Map<unknown, unknown>)] : Object.entries(map);
+  const out = new Map<number, OtherFdCallback>();
+  for (const [k, v] of entries) {
+    const fd = typeof k === 'string' ? Number(k) : k;
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+      throw invalidArg(`OtherFds: ${describe(k)} is not a descriptor`);
+    }
+    if (typeof v !== 'function')
+      throw invalidArg(`OtherFds: callback for fd ${fd} is ${describe(v)}`);
+    out.set(fd, v as OtherFdCallback);
+  }
+  return out;
+}
+
+export type {
+  ErrorHandler,
+  ErrorContext,
+  OtherFdCallback,
+  PostLoopCallback,
+  ProfilingRow,
+} from './event-loop';
+export { Timer };

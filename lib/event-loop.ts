@@ -1,0 +1,483 @@
+import type { DangaSocket } from './danga-socket';
+import { DangaSocketError } from './errors';
+import {
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLOUT,
+  kEvents,
+  kFinish,
+  kHandle,
+  kPushback,
+  kResetClose,
+  kWatchingRead,
+} from './internal';
+import { TimerQueue } from './timer';
+
+/**
+ * The process-wide loop state and one iteration (reference §3):
+ * timers → collect ready events → dispatch → pushback → deferred closes → post-loop callbacks.
+ * Readiness is level-triggered: an object stays a candidate while its condition holds.
+ */
+
+/** Called for a raw descriptor in `OtherFds` with the event mask (1 IN, 4 OUT, 8 ERR, 16 HUP). */
+export type OtherFdCallback = (mask: number) => void;
+
+/** A post-loop callback; the first falsy return (Perl truthiness) ends `EventLoop()`. */
+export type PostLoopCallback = (
+  descriptorMap: Map<number, DangaSocket>,
+  otherFds: ReadonlyMap<number, OtherFdCallback>,
+) => unknown;
+
+/** Where an error reported to the error handler came from. */
+export interface ErrorContext {
+  readonly kind:
+    | 'eventRead'
+    | 'eventWrite'
+    | 'eventErr'
+    | 'eventHup'
+    | 'timer'
+    | 'postLoopCallback'
+    | 'otherFd'
+    | 'accept';
+  /** The object whose hook threw (closed with reason `handler_error`), if any. */
+  readonly object?: DangaSocket;
+}
+
+export type ErrorHandler = (err: unknown, context: ErrorContext) => void;
+
+/** Profiling rows: `[userSeconds, systemSeconds, calls]`. */
+export type ProfilingRow = [number, number, number];
+
+/** Backend for raw descriptors (the addon's uv_poll), installed by `OtherFds`. */
+export interface OtherFdWatcher {
+  close(): void;
+}
+
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+const MAX_EVENTS = 1000;
+const HOOK_KINDS = ['eventRead', 'eventWrite', 'eventErr', 'eventHup'] as const;
+const PROFILE_SUFFIX = ['-read', '-write', '-err', '-hup'] as const;
+
+/** Epoch seconds as a float with sub-millisecond precision. */
+export function nowSeconds(): number {
+  return (performance.timeOrigin + performance.now()) / 1000;
+}
+
+/** Perl truthiness: undef, '', '0', 0 and false are false. */
+export function perlTrue(v: unknown): boolean {
+  return !(v === undefined || v === null || v === false || v === 0 || v === '' || v === '0');
+}
+
+function noop(): void {}
+
+export function defaultErrorHandler(err: unknown, context: ErrorContext): void {
+  const lines = [
+    `ERROR: ${context.kind} threw: ${err instanceof Error ? err.message : String(err)}`,
+  ];
+  if (context.object !== undefined) {
+    lines.push(`\t${context.object.constructor.name} = ${context.object.asString()}`);
+  }
+  if (err instanceof Error && err.stack !== undefined) {
+    for (const frame of err.stack.split('\n').slice(1)) lines.push(`\t${frame.trim()}`);
+  }
+  process.stderr.write(lines.join('\n') + '\n');
+}
+
+class Loop {
+  readonly map = new Map<number, DangaSocket>();
+  readonly otherFds = new Map<number, OtherFdCallback>();
+  readonly otherWatchers = new Map<number, OtherFdWatcher>();
+  /** Raw descriptors reported ready since the last collect: fd → mask. */
+  readonly otherReady = new Map<number, number>();
+  readonly candidates = new Set<DangaSocket>();
+  readonly pushbackSet = new Set<DangaSocket>();
+  readonly plcMap = new Map<DangaSocket, PostLoopCallback>();
+  readonly timers = new TimerQueue();
+  readonly profile: Record<string, ProfilingRow> = {};
+  /** Deferred closes: objects and their handles (null for stolen sockets: forget only). */
+  closeObjs: DangaSocket[] = [];
+  closeHandles: ({ destroy(): void } | null)[] = [];
+  globalPlc: PostLoopCallback | null = null;
+  loopTimeout = -1;
+  profiling = false;
+  errorHandler: ErrorHandler = defaultErrorHandler;
+
+  running = false;
+  private generation = 0;
+  private resolveRun: (() => void) | null = null;
+  private rejectRun: ((err: unknown) => void) | null = null;
+  private waiting = false;
+  private waitTimer: NodeJS.Timeout | null = null;
+  private waitDeadline = Infinity;
+  private keepAlive: NodeJS.Timeout | null = null;
+  private evObjs: DangaSocket[] = [];
+  private evMasks: number[] = [];
+  private evOther: number[] = [];
+  private evCount = 0;
+
+  run(): Promise<void> {
+    if (this.running) {
+      return Promise.reject(
+        new DangaSocketError('DS_ERR_LOOP_RUNNING', 'EventLoop() is already running'),
+      );
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.running = true;
+      this.resolveRun = resolve;
+      this.rejectRun = reject;
+      // Danga blocks forever with nothing to do; keep Node alive likewise while we run.
+      this.keepAlive = setInterval(noop, MAX_TIMEOUT_MS);
+      setImmediate(this.iterate, ++this.generation);
+    });
+  }
+
+  /** End the running loop: resolve (err undefined) or reject its promise. */
+  stop(err?: unknown, failed = false): void {
+    if (!this.running) return;
+    this.running = false;
+    this.generation++;
+    this.waiting = false;
+    if (this.waitTimer !== null) clearTimeout(this.waitTimer);
+    this.waitTimer = null;
+    if (this.keepAlive !== null) clearInterval(this.keepAlive);
+    this.keepAlive = null;
+    const resolve = this.resolveRun;
+    const reject = this.rejectRun;
+    this.resolveRun = this.rejectRun = null;
+    if (failed) reject?.(err);
+    else resolve?.();
+  }
+
+  /** A descriptor's readiness may have changed. */
+  markReady(obj: DangaSocket): void {
+    this.candidates.add(obj);
+    if (this.waiting) this.wake();
+  }
+
+  /** A raw descriptor in OtherFds reported events. */
+  markOtherReady(fd: number, mask: number): void {
+    this.otherReady.set(fd, (this.otherReady.get(fd) ?? 0) | mask);
+    if (this.waiting) this.wake();
+  }
+
+  /** Something changed from outside an iteration (e.g. a close): run an iteration. */
+  wake(): void {
+    if (!this.waiting) return;
+    this.waiting = false;
+    if (this.waitTimer !== null) {
+      clearTimeout(this.waitTimer);
+      this.waitTimer = null;
+    }
+    // Through setImmediate: every I/O callback of this poll phase lands first (batching).
+    setImmediate(this.afterWait, this.generation);
+  }
+
+  /** A timer was added while waiting: wait no longer than its delay. */
+  timerAdded(fireTime: number): void {
+    if (!this.waiting || fireTime >= this.waitDeadline) return;
+    if (this.waitTimer !== null) clearTimeout(this.waitTimer);
+    const ms = Math.max(0, Math.floor((fireTime - nowSeconds()) * 1000) + 1);
+    this.armWait(ms);
+  }
+
+  private armWait(ms: number): void {
+    this.waitDeadline = nowSeconds() + ms / 1000;
+    this.waitTimer = setTimeout(this.onWaitTimeout, Math.min(ms, MAX_TIMEOUT_MS), this.generation);
+  }
+
+  private readonly iterate = (gen: number): void => {
+    if (gen !== this.generation) return;
+    const timeout = this.runTimers(gen);
+    if (gen !== this.generation) return;
+    this.collect();
+    if (this.evCount === 0 && timeout !== 0) {
+      this.waiting = true;
+      this.waitDeadline = Infinity;
+      if (timeout > 0) this.armWait(timeout);
+      return;
+    }
+    this.finishIteration(gen);
+  };
+
+  private readonly afterWait = (gen: number): void => {
+    if (gen !== this.generation) return;
+    this.collect();
+    this.finishIteration(gen);
+  };
+
+  private readonly onWaitTimeout = (gen: number): void => {
+    if (gen !== this.generation || !this.waiting) return;
+    this.waiting = false;
+    this.waitTimer = null;
+    this.collect();
+    this.finishIteration(gen);
+  };
+
+  private finishIteration(gen: number): void {
+    this.dispatch(gen);
+    if (gen !== this.generation) return;
+    if (!this.postEventLoop(gen)) {
+      if (gen === this.generation) this.stop();
+      return;
+    }
+    if (gen === this.generation) setImmediate(this.iterate, gen);
+  }
+
+  /** Run due timers; returns the poll timeout in ms (-1 = none), as Danga's RunTimers. */
+  private runTimers(gen: number): number {
+    const timers = this.timers;
+    let head = timers.peek();
+    if (head === undefined) return this.loopTimeout;
+    const now = nowSeconds();
+    while (head !== undefined && head.fireTime <= now) {
+      timers.pop();
+      const cb = head.cb;
+      head.cb = null;
+      if (cb !== null) {
+        try {
+          cb(now);
+        } catch (err) {
+          this.report(err, { kind: 'timer' });
+        }
+        if (gen !== this.generation) return 0;
+      }
+      head = timers.peek();
+    }
+    if (head === undefined) return this.loopTimeout;
+    const ms = Math.floor((head.fireTime - now) * 1000) + 1;
+    return this.loopTimeout < 0 ? ms : Math.min(this.loopTimeout, ms);
+  }
+
+  /** Snapshot the ready events: (object, mask) pairs in readiness order, then raw fds. */
+  private collect(): void {
+    let n = 0;
+    const objs = this.evObjs;
+    const masks = this.evMasks;
+    for (const obj of this.candidates) {
+      const m = obj.closed ? 0 : obj[kEvents]();
+      if (m === 0) {
+        this.candidates.delete(obj);
+        continue;
+      }
+      objs[n] = obj;
+      masks[n] = m;
+      if (++n >= MAX_EVENTS) {
+        // epoll rotates level-triggered entries; move the reported ones to the back.
+        for (let i = 0; i < n; i++) {
+          const o = objs[i] as DangaSocket;
+          this.candidates.delete(o);
+          this.candidates.add(o);
+        }
+        break;
+      }
+    }
+    this.evCount = n;
+    const other = this.evOther;
+    other.length = 0;
+    if (this.otherReady.size > 0) {
+      for (const [fd, mask] of this.otherReady) other.push(fd, mask);
+      this.otherReady.clear();
+    }
+  }
+
+  private dispatch(gen: number): void {
+    const n = this.evCount;
+    const objs = this.evObjs;
+    const masks = this.evMasks;
+    for (let i = 0; i < n; i++) {
+      const obj = objs[i] as DangaSocket;
+      const m = masks[i] as number;
+      objs[i] = undefined as unknown as DangaSocket; // don't pin closed objects
+      // The snapshot counts, not the current interest; only `closed` suppresses a call.
+      if (m & POLLIN && !obj.closed) this.callHook(obj, 0);
+      if (m & POLLOUT && !obj.closed) this.callHook(obj, 1);
+      if (m & POLLERR && !obj.closed) this.callHook(obj, 2);
+      if (m & POLLHUP && !obj.closed) this.callHook(obj, 3);
+      if (gen !== this.generation) return;
+    }
+    const other = this.evOther;
+    for (let i = 0; i < other.length; i += 2) {
+      const fd = other[i] as number;
+      const cb = this.otherFds.get(fd);
+      if (cb === undefined) continue;
+      try {
+        cb(other[i + 1] as number);
+      } catch (err) {
+        this.report(err, { kind: 'otherFd' });
+      }
+      if (gen !== this.generation) return;
+    }
+  }
+
+  private callHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
+    if (this.profiling) {
+      this.callProfiled(obj, which);
+      return;
+    }
+    try {
+      if (which === 0) obj.eventRead();
+      else if (which === 1) obj.eventWrite();
+      else if (which === 2) obj.eventErr();
+      else obj.eventHup();
+    } catch (err) {
+      this.hookFailed(obj, err, HOOK_KINDS[which]);
+    }
+  }
+
+  private callProfiled(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
+    const key = obj.constructor.name + PROFILE_SUFFIX[which];
+    const start = process.cpuUsage();
+    try {
+      if (which === 0) obj.eventRead();
+      else if (which === 1) obj.eventWrite();
+      else if (which === 2) obj.eventErr();
+      else obj.eventHup();
+    } catch (err) {
+      this.hookFailed(obj, err, HOOK_KINDS[which]);
+    } finally {
+      const used = process.cpuUsage(start);
+      const row = (this.profile[key] ??= [0, 0, 0]);
+      row[0] += used.user / 1e6;
+      row[1] += used.system / 1e6;
+      row[2] += 1;
+    }
+  }
+
+  /** A hook threw: close that object (reason handler_error), report, keep the loop going. */
+  hookFailed(obj: DangaSocket, err: unknown, kind: ErrorContext['kind']): void {
+    try {
+      obj.close('handler_error');
+    } catch (closeErr) {
+      obj[kResetClose]('handler_error', false);
+      this.report(closeErr, { kind, object: obj });
+    }
+    if (!obj.closed) obj[kResetClose]('handler_error', false);
+    this.report(err, { kind, object: obj });
+  }
+
+  /** Hand an error to the error handler; if that throws, the EventLoop promise rejects. */
+  report(err: unknown, context: ErrorContext): void {
+    try {
+      this.errorHandler(err, context);
+    } catch (fatal) {
+      if (this.running) this.stop(fatal, true);
+      else throw fatal;
+    }
+  }
+
+  /** Pushback, deferred closes, post-loop callbacks. Returns keep-running. */
+  private postEventLoop(gen: number): boolean {
+    const pb = this.pushbackSet;
+    let again = pb.size > 0;
+    while (again) {
+      again = false;
+      for (const obj of [...pb]) {
+        if (!pb.has(obj)) continue;
+        if (obj[kPushback].length === 0) {
+          pb.delete(obj);
+          continue;
+        }
+        if (obj.closed || !obj[kWatchingRead]) continue;
+        try {
+          obj.eventRead();
+        } catch (err) {
+          this.hookFailed(obj, err, 'eventRead');
+        }
+        if (gen !== this.generation) return false;
+        again = true;
+      }
+    }
+    this.reapClosed();
+    let keep = true;
+    if (this.plcMap.size > 0) {
+      for (const [obj, cb] of this.plcMap) {
+        try {
+          keep = perlTrue(cb(this.map, this.otherFds));
+        } catch (err) {
+          this.hookFailed(obj, err, 'postLoopCallback');
+        }
+        if (gen !== this.generation) return false;
+        if (!keep) return false;
+      }
+    }
+    const global = this.globalPlc;
+    if (global !== null) {
+      try {
+        keep = perlTrue(global(this.map, this.otherFds));
+      } catch (err) {
+        this.report(err, { kind: 'postLoopCallback' });
+      }
+    }
+    return keep;
+  }
+
+  /** Really close what was closed during the iteration, and forget stolen sockets. */
+  reapClosed(): void {
+    if (this.closeObjs.length === 0) return;
+    const objs = this.closeObjs;
+    const handles = this.closeHandles;
+    this.closeObjs = [];
+    this.closeHandles = [];
+    for (let i = 0; i < objs.length; i++) {
+      const obj = objs[i] as DangaSocket;
+      const h = handles[i];
+      if (h !== null && h !== undefined) h.destroy();
+      if (this.map.get(obj.id) === obj) this.map.delete(obj.id);
+      obj[kFinish](h === null ? 'stolen' : obj.closeReason);
+    }
+  }
+
+  /** Schedule the end-of-iteration close of `obj` (handle null: steal, forget only). */
+  deferClose(obj: DangaSocket, handle: { destroy(): void } | null): void {
+    this.closeObjs.push(obj);
+    this.closeHandles.push(handle);
+    this.candidates.delete(obj);
+    this.pushbackSet.delete(obj);
+    this.plcMap.delete(obj);
+    if (this.waiting) this.wake();
+  }
+
+  /** Handles waiting for their deferred close. */
+  pendingCloseHandles(): unknown[] {
+    const out: unknown[] = [];
+    for (let i = 0; i < this.closeObjs.length; i++) {
+      if (this.closeHandles[i] !== null) out.push((this.closeObjs[i] as DangaSocket)[kHandle]);
+    }
+    return out;
+  }
+
+  reset(): void {
+    const wasRunning = this.running;
+    for (const obj of [...this.map.values()]) obj[kResetClose]('reset', true);
+    for (let i = 0; i < this.closeObjs.length; i++) {
+      this.closeHandles[i]?.destroy();
+      (this.closeObjs[i] as DangaSocket)[kFinish]('reset');
+    }
+    this.closeObjs = [];
+    this.closeHandles = [];
+    this.map.clear();
+    this.candidates.clear();
+    this.pushbackSet.clear();
+    this.plcMap.clear();
+    for (const w of this.otherWatchers.values()) w.close();
+    this.otherWatchers.clear();
+    this.otherFds.clear();
+    this.otherReady.clear();
+    this.timers.clear();
+    for (const k of Object.keys(this.profile)) delete this.profile[k];
+    this.globalPlc = null;
+    this.loopTimeout = -1;
+    this.profiling = false;
+    this.errorHandler = defaultErrorHandler;
+    this.evObjs = [];
+    this.evMasks = [];
+    this.evCount = 0;
+    if (wasRunning) this.stop();
+  }
+}
+
+/** The one loop of the process. */
+export const loop = new Loop();
+
+export { POLLIN, POLLOUT, POLLERR, POLLHUP };

@@ -1,0 +1,23 @@
+/**
+ * Internal symbols shared by the loop and the base class. Not exported from `index.ts`:
+ * they keep the loop's view of an object out of the public surface.
+ */
+
+/** Readiness bits, the epoll/poll values Danga::Socket uses. */
+export const POLLIN = 1;
+export const POLLOUT = 4;
+export const POLLERR = 8;
+export const POLLHUP = 16;
+
+/** `obj[kEvents]()`: the events to dispatch now (interest-filtered IN/OUT, always ERR/HUP). */
+export const kEvents = Symbol('danga.events');
+/** `obj[kPushback]`: pushed-back chunks not yet read. */
+export const kPushback = Symbol('danga.pushback');
+/** `obj[kWatchingRead]`: read interest. */
+export const kWatchingRead = Symbol('danga.watchingRead');
+/** `obj[kFinish](reason)`: the OS handle is gone; settle `whenClosed()`. */
+export const kFinish = Symbol('danga.finish');
+/** `obj[kHandle]`: the wrapped handle, also while its deferred close is pending. */
+export const kHandle = Symbol('danga.handle');
+/** `obj[kResetClose]()`: close and destroy at once, reason `'reset'` (used by Reset). */
+export const kResetClose = Symbol('danga.resetClose');

@@ -1,0 +1,128 @@
+import * as net from 'node:net';
+import { DangaSocket } from './danga-socket';
+import { DangaSocketError, describe, invalidArg } from './errors';
+import { loop } from './event-loop';
+
+/** Where and how to listen. Default host `127.0.0.1`; `path` listens on a Unix socket. */
+export interface ListenOptions {
+  port?: number;
+  host?: string;
+  path?: string;
+  backlog?: number;
+}
+
+/** Called with each accepted socket (paused, half-open allowed), typically `s => new Client(s)`. */
+export type AcceptCallback = (sock: net.Socket) => void;
+
+/**
+ * A listening socket on the loop. Its `eventRead` accepts every pending connection and hands
+ * each to `onAccept`; a throwing `onAccept` destroys only that connection.
+ */
+export class Listener extends DangaSocket {
+  private readonly onAccept: AcceptCallback;
+
+  /** Wrap a listening (or about to listen) `net.Server`; watches read at once. */
+  constructor(server: net.Server, onAccept: AcceptCallback) {
+    if (typeof onAccept !== 'function') {
+      throw invalidArg(`Listener expects an accept callback, got ${describe(onAccept)}`);
+    }
+    super(server);
+    this.onAccept = onAccept;
+    this.watchRead(true);
+  }
+
+  /**
+   * Create a server (`allowHalfOpen`, `pauseOnConnect`), listen, and wrap it.
+   * @throws (rejects) DangaSocketError `DS_ERR_INVALID_ARG` for bad options, `DS_ERR_LISTEN`
+   *   with the OS error as `cause` if listening fails.
+   */
+  static listen(options: ListenOptions, onAccept: AcceptCallback): Promise<Listener> {
+    try {
+      checkListenOptions(options);
+      if (typeof onAccept !== 'function') {
+        throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    const listenArgs: net.ListenOptions =
+      options.path !== undefined
+        ? { path: options.path }
+        : { port: options.port ?? 0, host: options.host ?? '127.0.0.1' };
+    if (options.backlog !== undefined) listenArgs.backlog = options.backlog;
+    return new Promise<Listener>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        server.close();
+        const where = options.path ?? `${listenArgs.host ?? ''}:${listenArgs.port ?? ''}`;
+        reject(
+          new DangaSocketError('DS_ERR_LISTEN', `listen ${where}: ${err.message}`, { cause: err }),
+        );
+      };
+      server.once('error', onError);
+      server.listen(listenArgs, () => {
+        server.removeListener('error', onError);
+        try {
+          resolve(new Listener(server, onAccept));
+        } catch (err) {
+          server.close();
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+    });
+  }
+
+  /** Take one pending connection, or null if none is waiting. */
+  accept(): net.Socket | null {
+    return this.acceptOne();
+  }
+
+  /** The bound address (as `net.Server#address()`), or null once closed. */
+  address(): net.AddressInfo | string | null {
+    const s = this.sock();
+    return s instanceof net.Server ? s.address() : null;
+  }
+
+  override eventRead(): void {
+    let s: net.Socket | null;
+    while ((s = this.accept()) !== null) {
+      try {
+        this.onAccept(s);
+      } catch (err) {
+        s.destroy();
+        loop.report(err, { kind: 'accept', object: this });
+      }
+    }
+  }
+
+  /** A listener error: report it and stop listening. */
+  override eventErr(): void {
+    this.close('listen_error');
+  }
+
+  override eventHup(): void {
+    this.close('listen_closed');
+  }
+}
+
+function checkListenOptions(options: unknown): asserts options is ListenOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw invalidArg(`listen expects an options object, got ${describe(options)}`);
+  }
+  const o = options as Record<string, unknown>;
+  if (
+    o.port !== undefined &&
+    (!Number.isInteger(o.port) || (o.port as number) < 0 || (o.port as number) > 65535)
+  ) {
+    throw invalidArg(`listen: port must be an integer 0..65535, got ${describe(o.port)}`);
+  }
+  if (o.host !== undefined && typeof o.host !== 'string') {
+    throw invalidArg(`listen: host must be a string, got ${describe(o.host)}`);
+  }
+  if (o.path !== undefined && (typeof o.path !== 'string' || o.path === '')) {
+    throw invalidArg(`listen: path must be a non-empty string, got ${describe(o.path)}`);
+  }
+  if (o.backlog !== undefined && (!Number.isInteger(o.backlog) || (o.backlog as number) < 0)) {
+    throw invalidArg(`listen: backlog must be a non-negative integer, got ${describe(o.backlog)}`);
+  }
+}

@@ -1,0 +1,102 @@
+import type * as net from 'node:net';
+import { POLLERR, POLLHUP, POLLIN } from './internal';
+
+/**
+ * Emulates a listening descriptor on top of a `net.Server`: `'connection'` queues the
+ * accepted socket (IN readiness), `accept()` takes one (null = EAGAIN). libuv accepts
+ * eagerly, so the kernel backlog is not what limits pending connections here.
+ */
+
+interface Notifiable {
+  notify(): void;
+  /** A transient accept error (EMFILE, ENFILE, ...): the server keeps listening. */
+  acceptError(err: Error): void;
+}
+
+const kChannel = Symbol('danga.serverChannel');
+type ChannelServer = net.Server & { [kChannel]?: ServerChannel };
+
+// Accept failures libuv reports through 'error' while the server keeps listening.
+const TRANSIENT_ACCEPT = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'ECONNABORTED']);
+
+function onConnection(this: ChannelServer, sock: net.Socket): void {
+  const ch = this[kChannel];
+  if (ch === undefined) {
+    sock.destroy();
+    return;
+  }
+  ch.pending.push(sock);
+  ch.owner.notify();
+}
+function onError(this: ChannelServer, err: Error): void {
+  const ch = this[kChannel];
+  if (ch === undefined) return;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && TRANSIENT_ACCEPT.has(code)) {
+    ch.owner.acceptError(err);
+    return;
+  }
+  if (ch.error === null) ch.error = err;
+  ch.owner.notify();
+}
+function onClose(this: ChannelServer): void {
+  const ch = this[kChannel];
+  if (ch === undefined) return;
+  ch.gone = true;
+  ch.owner.notify();
+}
+
+export class ServerChannel {
+  pending: net.Socket[] = [];
+  error: Error | null = null;
+  gone = false;
+
+  constructor(
+    readonly sock: net.Server,
+    readonly owner: Notifiable,
+  ) {
+    (sock as ChannelServer)[kChannel] = this;
+    sock.on('connection', onConnection);
+    sock.on('error', onError);
+    sock.on('close', onClose);
+    if (!sock.listening) this.gone = false;
+  }
+
+  readiness(): number {
+    if (this.error !== null) return POLLIN | POLLERR | POLLHUP;
+    if (this.gone) return POLLIN | POLLHUP;
+    return this.pending.length > 0 ? POLLIN : 0;
+  }
+
+  accept(): net.Socket | null {
+    return this.pending.shift() ?? null;
+  }
+
+  get pendingBytes(): number {
+    return 0;
+  }
+
+  osFd(): number | undefined {
+    const h = (this.sock as unknown as { _handle?: { fd?: unknown } | null })._handle;
+    const fd = h?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  destroy(): void {
+    for (const s of this.pending) s.destroy();
+    this.pending = [];
+    this.sock.close();
+  }
+
+  detach(): net.Server {
+    const s = this.sock as ChannelServer;
+    s.removeListener('connection', onConnection);
+    s.removeListener('error', onError);
+    s.removeListener('close', onClose);
+    delete s[kChannel];
+    // Connections accepted but not taken yet go back to the server's new owner.
+    for (const p of this.pending) s.emit('connection', p);
+    this.pending = [];
+    return s;
+  }
+}

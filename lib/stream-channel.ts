@@ -1,0 +1,220 @@
+import type * as net from 'node:net';
+import { POLLERR, POLLHUP, POLLIN, POLLOUT } from './internal';
+
+/**
+ * Emulates a non-blocking, level-triggered descriptor on top of a `net.Socket`
+ * (reference §8.2–§8.4). Node reads on its own and pushes chunks; we keep them in an rx
+ * queue (bounded: the socket is paused above `RX_HIGH_WATER`, which closes the TCP window)
+ * and serve `sysread` from it. Writes are handed to libuv at once; what libuv could not write
+ * synchronously is "in flight" and makes the descriptor unwritable until its callback.
+ */
+
+/** Bytes buffered from the kernel before we stop reading (TCP flow control takes over). */
+export const RX_HIGH_WATER = 256 * 1024;
+
+/** `syswrite` result for EAGAIN. */
+export const EAGAIN = -1;
+
+const EMPTY = Buffer.alloc(0);
+
+interface Notifiable {
+  /** Something about this descriptor's readiness may have changed. */
+  notify(): void;
+}
+
+const kChannel = Symbol('danga.channel');
+type ChannelSocket = net.Socket & { [kChannel]?: StreamChannel };
+
+interface HandleWithQueue {
+  writeQueueSize?: unknown;
+  fd?: unknown;
+}
+
+function handleOf(sock: net.Socket): HandleWithQueue | undefined {
+  const h = (sock as unknown as { _handle?: unknown })._handle;
+  return typeof h === 'object' && h !== null ? (h as HandleWithQueue) : undefined;
+}
+
+// Module-level listeners (one set for all sockets): `this` is the socket.
+function onData(this: ChannelSocket, chunk: Buffer): void {
+  const ch = this[kChannel];
+  if (ch === undefined) return;
+  ch.rx.push(chunk);
+  ch.rxBytes += chunk.length;
+  if (ch.rxBytes >= RX_HIGH_WATER && !ch.rxPaused) {
+    ch.rxPaused = true;
+    this.pause();
+  }
+  ch.owner.notify();
+}
+function onEnd(this: ChannelSocket): void {
+  const ch = this[kChannel];
+  if (ch === undefined) return;
+  ch.eof = true;
+  ch.owner.notify();
+}
+function onError(this: ChannelSocket, err: Error): void {
+  const ch = this[kChannel];
+  if (ch === undefined) return;
+  if (ch.error === null) ch.error = err;
+  ch.owner.notify();
+}
+function onClose(this: ChannelSocket): void {
+  const ch = this[kChannel];
+  if (ch === undefined) return;
+  ch.gone = true;
+  ch.owner.notify();
+}
+function onConnect(this: ChannelSocket): void {
+  this[kChannel]?.owner.notify();
+}
+
+export class StreamChannel {
+  rx: Buffer[] = [];
+  rxBytes = 0;
+  rxPaused = false;
+  eof = false;
+  error: Error | null = null;
+  /** The socket was closed under us (destroyed by someone else, or after an error). */
+  gone = false;
+  /** Writes submitted to / completed by Node; unequal = bytes in flight. */
+  private submitted = 0;
+  private completed = 0;
+  /** After a partial write: bytes libuv still owns of that submission. */
+  private inflightLen = 0;
+  private readonly onWriteDone: (err?: Error | null) => void;
+
+  constructor(
+    readonly sock: net.Socket,
+    readonly owner: Notifiable,
+  ) {
+    const s = sock as ChannelSocket;
+    s[kChannel] = this;
+    // Node must never end our side on its own: Danga has no half-close.
+    (sock as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
+    this.onWriteDone = (err) => {
+      this.completed++;
+      if (err && this.error === null) this.error = err;
+      if (this.completed === this.submitted) owner.notify();
+    };
+    sock.on('data', onData);
+    sock.on('end', onEnd);
+    sock.on('error', onError);
+    sock.on('close', onClose);
+    sock.on('connect', onConnect);
+    if (sock.destroyed) this.gone = true;
+    if (sock.readableEnded) this.eof = true;
+    // Accepted sockets arrive paused (pauseOnConnect); read eagerly up to the high-water mark.
+    sock.resume();
+  }
+
+  /** Level conditions now, before interest filtering. */
+  readiness(): number {
+    if (this.error !== null) return POLLIN | POLLOUT | POLLERR | POLLHUP;
+    let r = 0;
+    if (this.rxBytes > 0 || this.eof || this.gone) r |= POLLIN;
+    if (this.gone) return r | POLLHUP;
+    if (!this.sock.connecting && this.submitted === this.completed) r |= POLLOUT;
+    return r;
+  }
+
+  /** Emulated sysread: up to `n` bytes; empty = EAGAIN; null = EOF or error. */
+  read(n: number): Buffer | null {
+    if (this.rxBytes === 0) {
+      return this.eof || this.error !== null || this.gone ? null : EMPTY;
+    }
+    const rx = this.rx;
+    const first = rx[0] as Buffer;
+    let out: Buffer;
+    if (first.length > n) {
+      out = first.subarray(0, n);
+      rx[0] = first.subarray(n);
+    } else if (first.length === n || rx.length === 1) {
+      out = first;
+      rx.shift();
+    } else {
+      const want = Math.min(n, this.rxBytes);
+      out = Buffer.allocUnsafe(want);
+      let off = 0;
+      while (off < want) {
+        const c = rx[0] as Buffer;
+        const take = Math.min(c.length, want - off);
+        c.copy(out, off, 0, take);
+        off += take;
+        if (take === c.length) rx.shift();
+        else rx[0] = c.subarray(take);
+      }
+    }
+    this.rxBytes -= out.length;
+    if (this.rxPaused && this.rxBytes < RX_HIGH_WATER) {
+      this.rxPaused = false;
+      this.sock.resume();
+    }
+    return out;
+  }
+
+  /**
+   * Emulated syswrite of `buf[off, off+len)`: bytes accepted now, or `EAGAIN`.
+   * Throws the socket's error (EPIPE, ECONNRESET, ...) if one is known.
+   */
+  write(buf: Buffer, off: number, len: number): number {
+    if (this.error !== null) throw this.error;
+    const sock = this.sock;
+    if (sock.connecting) return EAGAIN;
+    if (this.submitted !== this.completed) return EAGAIN;
+    if (this.inflightLen > 0) {
+      // The remainder of a partial write has reached the kernel since; report it written.
+      const done = this.inflightLen;
+      this.inflightLen = 0;
+      if (len === done) return len;
+    }
+    if (this.gone || sock.destroyed || sock.writableEnded) {
+      throw Object.assign(new Error('write EPIPE'), { code: 'EPIPE', syscall: 'write' });
+    }
+    this.submitted++;
+    sock.write(
+      off === 0 && len === buf.length ? buf : buf.subarray(off, off + len),
+      this.onWriteDone,
+    );
+    if (this.error !== null) throw this.error;
+    if (this.submitted === this.completed) return len;
+    const h = handleOf(sock);
+    const queued = h !== undefined && typeof h.writeQueueSize === 'number' ? h.writeQueueSize : 0;
+    if (queued <= 0) return len;
+    this.inflightLen = Math.min(queued, len);
+    return len - this.inflightLen;
+  }
+
+  /** Bytes received but not read yet. */
+  get pending(): number {
+    return this.rxBytes;
+  }
+
+  /** The OS descriptor, where Node exposes one. */
+  osFd(): number | undefined {
+    const fd = handleOf(this.sock)?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** Really close the socket (end of iteration). Our error listener stays attached. */
+  destroy(): void {
+    this.sock.destroy();
+  }
+
+  /** Give the socket back, paused, with unread bytes (pushback first) put back into it. */
+  detach(pushback: readonly Buffer[]): net.Socket {
+    const s = this.sock as ChannelSocket;
+    s.removeListener('data', onData);
+    s.removeListener('end', onEnd);
+    s.removeListener('error', onError);
+    s.removeListener('close', onClose);
+    s.removeListener('connect', onConnect);
+    delete s[kChannel];
+    s.pause();
+    const unread = [...pushback, ...this.rx];
+    this.rx = [];
+    this.rxBytes = 0;
+    if (unread.length > 0) s.unshift(Buffer.concat(unread));
+    return s;
+  }
+}
