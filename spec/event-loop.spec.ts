@@ -1,0 +1,298 @@
+import * as net from 'node:net';
+import { DangaSocket, DangaSocketError } from '../lib';
+import { runUntil, tcpPair } from './helpers';
+
+afterEach(() => DangaSocket.Reset());
+
+class Quiet extends DangaSocket {
+  override eventRead(): void {}
+  override eventErr(): void {}
+  override eventHup(): void {}
+}
+
+describe('DangaSocket.EventLoop', () => {
+  it('runs exactly 4 iterations with LoopTimeout 250 when the 4th PLC call returns false (t/05)', async () => {
+    DangaSocket.SetLoopTimeout(250);
+    let calls = 0;
+    DangaSocket.SetPostLoopCallback(() => ++calls < 4);
+    const t0 = Date.now();
+    await DangaSocket.EventLoop();
+    const elapsed = Date.now() - t0;
+    expect(calls).toBe(4);
+    expect(elapsed).toBeGreaterThanOrEqual(900);
+    expect(elapsed).toBeLessThan(2500);
+  });
+
+  it('rejects a second EventLoop while running with DS_ERR_LOOP_RUNNING', async () => {
+    let n = 0;
+    DangaSocket.SetLoopTimeout(0);
+    DangaSocket.SetPostLoopCallback(() => ++n < 5);
+    const first = DangaSocket.EventLoop();
+    await expect(DangaSocket.EventLoop()).rejects.toMatchObject({ code: 'DS_ERR_LOOP_RUNNING' });
+    await first;
+    expect(n).toBe(5);
+  });
+
+  it('can be entered again after it returned, with state kept', async () => {
+    let n = 0;
+    DangaSocket.SetLoopTimeout(0);
+    DangaSocket.SetPostLoopCallback(() => ++n % 3 !== 0);
+    await DangaSocket.EventLoop();
+    await DangaSocket.EventLoop();
+    expect(n).toBe(6);
+  });
+
+  it('applies Perl truthiness to PLC results: 0, "", "0", null, undefined stop the loop', async () => {
+    for (const falsy of [0, '', '0', null, undefined, false]) {
+      let n = 0;
+      DangaSocket.SetLoopTimeout(0);
+      DangaSocket.SetPostLoopCallback(() => (++n < 2 ? 'yes' : falsy));
+      await DangaSocket.EventLoop();
+      expect(n).toBe(2);
+    }
+  });
+
+  it('Reset() resolves a running loop and clears the map in place', async () => {
+    const map = DangaSocket.DescriptorMap();
+    const { server, client } = await tcpPair();
+    const obj = new Quiet(server);
+    DangaSocket.SetPostLoopCallback(() => true);
+    const running = DangaSocket.EventLoop();
+    setTimeout(() => DangaSocket.Reset(), 50);
+    await running;
+    expect(map.size).toBe(0);
+    expect(obj.closed).toBe(true);
+    expect(obj.closeReason).toBe('reset');
+    await expect(obj.whenClosed()).resolves.toBe('reset');
+    expect(server.destroyed).toBe(true);
+    client.destroy();
+  });
+
+  it('wakes when a watch is turned on from outside the loop', async () => {
+    const { server, client } = await tcpPair();
+    let got = '';
+    class R extends Quiet {
+      override eventRead(): void {
+        const b = this.read(100);
+        if (b) got += b.toString();
+      }
+    }
+    const r = new R(server);
+    client.write('ping');
+    setTimeout(() => r.watchRead(true), 50);
+    DangaSocket.SetPostLoopCallback(() => got !== 'ping');
+    const t0 = Date.now();
+    await DangaSocket.EventLoop(); // LoopTimeout -1: only the wake can end this
+    expect(got).toBe('ping');
+    expect(Date.now() - t0).toBeLessThan(3000);
+    client.destroy();
+  });
+});
+
+describe('DangaSocket.AddTimer', () => {
+  it('fires timers in fire-time order, never early, in random insertion order (t/05)', async () => {
+    const delays = [0, 0.1, 0.2, 0.3, 0.4, 0.5];
+    const order = [...delays].sort(() => Math.random() - 0.5);
+    const t0 = Date.now() / 1000;
+    const fired: [number, number][] = [];
+    for (const d of order) DangaSocket.AddTimer(d, (now) => fired.push([d, now]));
+    DangaSocket.SetLoopTimeout(250);
+    DangaSocket.SetPostLoopCallback(() => fired.length < 6);
+    await DangaSocket.EventLoop();
+    expect(fired.map(([d]) => d)).toEqual(delays);
+    for (const [d, now] of fired) {
+      expect(now).toBeGreaterThanOrEqual(t0 + d - 0.002);
+      expect(now).toBeLessThan(t0 + d + 1);
+    }
+  });
+
+  it('runs equal fire times in the order added', async () => {
+    const seen: number[] = [];
+    const realNow = performance.now.bind(performance);
+    const frozen = realNow();
+    jest.spyOn(performance, 'now').mockImplementation(() => frozen);
+    try {
+      for (let i = 0; i < 20; i++) DangaSocket.AddTimer(0, () => seen.push(i));
+    } finally {
+      jest.restoreAllMocks();
+    }
+    await runUntil(() => seen.length === 20);
+    expect(seen).toEqual([...Array(20).keys()]);
+  });
+
+  it('runs a negative-delay timer added inside a timer in the same pass, a 0-delay one later', async () => {
+    const log: string[] = [];
+    let pass = 0;
+    DangaSocket.AddTimer(0, () => {
+      log.push(`outer@${pass}`);
+      DangaSocket.AddTimer(0.0001, () => log.push(`nested0@${pass}`));
+      DangaSocket.AddTimer(-1, () => log.push(`nestedNeg@${pass}`));
+    });
+    DangaSocket.SetLoopTimeout(0);
+    DangaSocket.SetPostLoopCallback(() => {
+      pass++;
+      return log.length < 3 && pass < 1000;
+    });
+    await DangaSocket.EventLoop();
+    expect(log[0]).toBe('outer@0');
+    expect(log[1]).toBe('nestedNeg@0');
+    expect(log[2]).toMatch(/^nested0@[1-9]/);
+  });
+
+  it('passes the same snapshot time to every timer of one pass', async () => {
+    const nows: number[] = [];
+    DangaSocket.AddTimer(-1, (now) => nows.push(now));
+    DangaSocket.AddTimer(-1, (now) => nows.push(now));
+    await runUntil(() => nows.length === 2);
+    expect(nows[0]).toBe(nows[1]);
+  });
+
+  it('cancel() is idempotent and a cancelled timer neither fires nor wakes the loop', async () => {
+    let fired = false;
+    const t = DangaSocket.AddTimer(0.3, () => {
+      fired = true;
+    });
+    t.cancel();
+    t.cancel();
+    let iterations = 0;
+    DangaSocket.SetLoopTimeout(1000);
+    DangaSocket.SetPostLoopCallback(() => ++iterations < 2);
+    DangaSocket.AddTimer(0.6, () => {});
+    const t0 = Date.now();
+    await DangaSocket.EventLoop();
+    expect(fired).toBe(false);
+    // Woken only by the 0.6 s timer, not the cancelled 0.3 s one.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
+    expect(iterations).toBe(2);
+  });
+
+  it('re-adds itself for periodic work (Perlbal _do_cleanup idiom)', async () => {
+    let runs = 0;
+    const tick = (): void => {
+      runs++;
+      if (runs < 5) DangaSocket.AddTimer(0.02, tick);
+    };
+    DangaSocket.AddTimer(0.02, tick);
+    await runUntil(() => runs === 5);
+    expect(runs).toBe(5);
+  });
+
+  it('rejects NaN, Infinity, non-numbers and non-functions with DS_ERR_INVALID_ARG', () => {
+    for (const bad of [NaN, Infinity, -Infinity, 'soon', undefined]) {
+      expect(() => DangaSocket.AddTimer(bad as number, () => {})).toThrow(
+        expect.objectContaining({ code: 'DS_ERR_INVALID_ARG' }),
+      );
+    }
+    expect(() => DangaSocket.AddTimer(1, 42 as unknown as () => void)).toThrow(DangaSocketError);
+  });
+});
+
+describe('post-loop callbacks', () => {
+  it('calls per-object PLCs once each in the first iteration, before the global one (t/05)', async () => {
+    const { server, client } = await tcpPair();
+    const a = new Quiet(server);
+    const b = new Quiet(client);
+    const calls: string[] = [];
+    a.setPostLoopCallback(() => {
+      calls.push('a');
+      return calls.includes('b') ? 0 : 1;
+    });
+    b.setPostLoopCallback(() => {
+      calls.push('b');
+      return calls.includes('a') ? 0 : 1;
+    });
+    DangaSocket.SetPostLoopCallback(() => {
+      calls.push('global');
+      return true;
+    });
+    DangaSocket.SetLoopTimeout(0);
+    await DangaSocket.EventLoop();
+    // The first falsy return stops the rest, the global one included.
+    expect(calls).toEqual(['a', 'b']);
+  });
+
+  it('passes the live descriptor map to the PLC', async () => {
+    const { server, client } = await tcpPair();
+    const a = new Quiet(server);
+    let seen: Map<number, DangaSocket> | undefined;
+    DangaSocket.SetLoopTimeout(0);
+    DangaSocket.SetPostLoopCallback((map) => {
+      seen = map;
+      return false;
+    });
+    await DangaSocket.EventLoop();
+    expect(seen).toBe(DangaSocket.DescriptorMap());
+    expect(seen?.get(a.id)).toBe(a);
+    client.destroy();
+  });
+
+  it('removes a per-object PLC when its object closes', async () => {
+    const { server, client } = await tcpPair();
+    const a = new Quiet(server);
+    let objCalls = 0;
+    a.setPostLoopCallback(() => ++objCalls > 0);
+    let n = 0;
+    DangaSocket.SetLoopTimeout(0);
+    DangaSocket.SetPostLoopCallback(() => {
+      n++;
+      if (n === 2) a.close('done');
+      return n < 5;
+    });
+    await DangaSocket.EventLoop();
+    expect(objCalls).toBe(2);
+    client.destroy();
+  });
+
+  it('rejects non-function callbacks; null clears', () => {
+    expect(() => DangaSocket.SetPostLoopCallback(42 as unknown as null)).toThrow(
+      expect.objectContaining({ code: 'DS_ERR_INVALID_ARG' }),
+    );
+    expect(() => DangaSocket.SetPostLoopCallback(null)).not.toThrow();
+  });
+});
+
+describe('SetLoopTimeout', () => {
+  it('returns the stored value and rejects non-numbers', () => {
+    expect(DangaSocket.SetLoopTimeout(150)).toBe(150);
+    expect(DangaSocket.SetLoopTimeout(-1)).toBe(-1);
+    expect(() => DangaSocket.SetLoopTimeout('soon' as unknown as number)).toThrow(
+      expect.objectContaining({ code: 'DS_ERR_INVALID_ARG' }),
+    );
+    expect(() => DangaSocket.SetLoopTimeout(NaN)).toThrow(DangaSocketError);
+  });
+
+  it('with 0 never waits (a busy loop that still runs I/O)', async () => {
+    DangaSocket.SetLoopTimeout(0);
+    let n = 0;
+    DangaSocket.SetPostLoopCallback(() => ++n < 200);
+    const t0 = Date.now();
+    await DangaSocket.EventLoop();
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+});
+
+describe('HaveEpoll / WatchedSockets / ToClose', () => {
+  it('HaveEpoll is true on Linux', () => {
+    expect(DangaSocket.HaveEpoll()).toBe(process.platform === 'linux');
+  });
+
+  it('counts objects closed this iteration until the iteration ends', async () => {
+    const { server, client } = await tcpPair();
+    const a = new Quiet(server);
+    expect(DangaSocket.WatchedSockets()).toBe(1);
+    let during: number | undefined;
+    let pending: readonly (net.Socket | net.Server)[] = [];
+    DangaSocket.AddTimer(0, () => {
+      a.close('bye');
+      during = DangaSocket.WatchedSockets();
+      pending = DangaSocket.ToClose();
+    });
+    await runUntil(() => during !== undefined);
+    expect(during).toBe(1);
+    expect(pending).toEqual([server]);
+    expect(DangaSocket.WatchedSockets()).toBe(0);
+    expect(DangaSocket.ToClose()).toEqual([]);
+    await expect(a.whenClosed()).resolves.toBe('bye');
+    client.destroy();
+  });
+});
