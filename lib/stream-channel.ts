@@ -77,9 +77,11 @@ export class StreamChannel {
   error: Error | null = null;
   /** The socket was closed under us (destroyed by someone else, or after an error). */
   gone = false;
-  /** Writes submitted to / completed by Node; unequal = bytes in flight. */
+  /** Writes submitted to Node, and write callbacks received (they arrive in order). */
   private submitted = 0;
   private completed = 0;
+  /** The submission a partial write left in flight: unwritable until its callback. */
+  private waitFor = 0;
   /** After a partial write: bytes libuv still owns of that submission. */
   private inflightLen = 0;
   private readonly onWriteDone: (err?: Error | null) => void;
@@ -95,7 +97,7 @@ export class StreamChannel {
     this.onWriteDone = (err) => {
       this.completed++;
       if (err && this.error === null) this.error = err;
-      if (this.completed === this.submitted) owner.notify();
+      if (this.completed === this.waitFor) owner.notify();
     };
     sock.on('data', onData);
     sock.on('end', onEnd);
@@ -114,7 +116,7 @@ export class StreamChannel {
     let r = 0;
     if (this.rxBytes > 0 || this.eof || this.gone) r |= POLLIN;
     if (this.gone) return r | POLLHUP;
-    if (!this.sock.connecting && this.submitted === this.completed) r |= POLLOUT;
+    if (!this.sock.connecting && this.completed >= this.waitFor) r |= POLLOUT;
     return r;
   }
 
@@ -161,7 +163,7 @@ export class StreamChannel {
     if (this.error !== null) throw this.error;
     const sock = this.sock;
     if (sock.connecting) return EAGAIN;
-    if (this.submitted !== this.completed) return EAGAIN;
+    if (this.completed < this.waitFor) return EAGAIN;
     if (this.inflightLen > 0) {
       // The remainder of a partial write has reached the kernel since; report it written.
       const done = this.inflightLen;
@@ -177,10 +179,12 @@ export class StreamChannel {
       this.onWriteDone,
     );
     if (this.error !== null) throw this.error;
-    if (this.submitted === this.completed) return len;
     const h = handleOf(sock);
-    const queued = h !== undefined && typeof h.writeQueueSize === 'number' ? h.writeQueueSize : 0;
-    if (queued <= 0) return len;
+    // What libuv could not write synchronously; without a handle, assume all is queued.
+    const queued =
+      h === undefined ? (sock.writableLength > 0 ? len : 0) : Number(h.writeQueueSize) || 0;
+    if (queued <= 0 || this.completed === this.submitted) return len;
+    this.waitFor = this.submitted;
     this.inflightLen = Math.min(queued, len);
     return len - this.inflightLen;
   }
