@@ -629,3 +629,51 @@ describe('profiling', () => {
     p.close();
   });
 });
+
+describe('Reset()', () => {
+  it('really closes the old listener, so the same port can be bound again (t/10)', async () => {
+    const l = await Listener.listen({ port: 0 }, (s) => s.destroy());
+    const port = (l.address() as net.AddressInfo).port;
+    DangaSocket.Reset();
+    expect(l.closed).toBe(true);
+    await new Promise((r) => setTimeout(r, 20));
+    const again = await Listener.listen({ port }, (s) => s.destroy());
+    expect((again.address() as net.AddressInfo).port).toBe(port);
+  });
+});
+
+describe('Listener', () => {
+  it('accepts every pending connection and survives a throwing onAccept', async () => {
+    const errors: unknown[] = [];
+    DangaSocket.setErrorHandler((e) => errors.push(e));
+    let n = 0;
+    const accepted: net.Socket[] = [];
+    const l = await Listener.listen({ port: 0 }, (s) => {
+      if (++n === 1) throw new Error('bad accept');
+      accepted.push(s);
+    });
+    const port = (l.address() as net.AddressInfo).port;
+    const clients = [1, 2, 3].map(() => net.connect({ port, host: '127.0.0.1' }));
+    for (const c of clients) c.on('error', () => {});
+    await runUntil(() => accepted.length === 2);
+    expect(errors).toHaveLength(1);
+    expect(l.closed).toBe(false);
+    expect(l.asString()).toBe('Listener(R): open');
+    for (const s of accepted) s.destroy();
+    for (const c of clients) c.destroy();
+  });
+
+  it('rejects with DS_ERR_LISTEN when the port is taken and DS_ERR_INVALID_ARG for bad options', async () => {
+    const l = await Listener.listen({ port: 0 }, () => {});
+    const port = (l.address() as net.AddressInfo).port;
+    await expect(Listener.listen({ port }, () => {})).rejects.toMatchObject({
+      code: 'DS_ERR_LISTEN',
+    });
+    await expect(Listener.listen({ port: -1 }, () => {})).rejects.toMatchObject({
+      code: 'DS_ERR_INVALID_ARG',
+    });
+    await expect(
+      Listener.listen({ port: 0 }, 'nope' as unknown as () => void),
+    ).rejects.toMatchObject({ code: 'DS_ERR_INVALID_ARG' });
+  });
+});
