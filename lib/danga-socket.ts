@@ -44,13 +44,27 @@ let nextId = 100000;
 /** Handle → the open object that wraps it. */
 const owners = new WeakMap<object, DangaSocket>();
 
+/** Accept errors are reported at most once per this many ms (an EMFILE storm is one report). */
+const ACCEPT_ERROR_REPORT_MS = 1000;
+
 class Notifier {
+  private lastAcceptReport = 0;
+  private suppressed = 0;
   constructor(readonly obj: DangaSocket) {}
   notify(): void {
     if (!this.obj.closed) loop.markReady(this.obj);
   }
   acceptError(err: Error): void {
-    // libuv keeps listening (and sheds the connection) on EMFILE; report, don't crash.
+    // libuv keeps listening on EMFILE (its reserve-descriptor trick sheds the connection),
+    // so the listener recovers by itself once descriptors free up; report, don't close.
+    const now = Date.now();
+    if (now - this.lastAcceptReport < ACCEPT_ERROR_REPORT_MS) {
+      this.suppressed++;
+      return;
+    }
+    if (this.suppressed > 0) err.message += ` (${this.suppressed} more accept errors suppressed)`;
+    this.lastAcceptReport = now;
+    this.suppressed = 0;
     loop.report(err, { kind: 'accept', object: this.obj });
   }
 }

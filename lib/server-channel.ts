@@ -59,7 +59,6 @@ export class ServerChannel {
     sock.on('connection', onConnection);
     sock.on('error', onError);
     sock.on('close', onClose);
-    if (!sock.listening) this.gone = false;
   }
 
   readiness(): number {
