@@ -48,9 +48,9 @@ export function invalidArg(message: string): DangaSocketError {
 
 /** The errno-style `code` of an OS error, if it has one. */
 export function errnoOf(err: unknown): string | undefined {
-  return err instanceof Error && 'code' in err && typeof err.code === 'string'
-    ? err.code
-    : undefined;
+  // Duck-typed: errors from another realm (vm contexts, jest) fail `instanceof Error`.
+  if (typeof err !== 'object' || err === null || !('code' in err)) return undefined;
+  return typeof err.code === 'string' ? err.code : undefined;
 }
 
 /** Short description of a value for error messages (never the whole value). */

@@ -94,9 +94,10 @@ export class StreamChannel {
     s[kChannel] = this;
     // Node must never end our side on its own: Danga has no half-close.
     (sock as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
-    this.onWriteDone = (err) => {
+    // A failed write also emits 'error' with the socket's real error (EPIPE, ECONNRESET);
+    // the callback may instead carry ERR_STREAM_DESTROYED or ECANCELED, so it only counts.
+    this.onWriteDone = () => {
       this.completed++;
-      if (err && this.error === null) this.error = err;
       if (this.completed === this.waitFor) owner.notify();
     };
     sock.on('data', onData);
