@@ -72,14 +72,16 @@ export function perlTrue(v: unknown): boolean {
 function noop(): void {}
 
 export function defaultErrorHandler(err: unknown, context: ErrorContext): void {
-  const lines = [
-    `ERROR: ${context.kind} threw: ${err instanceof Error ? err.message : String(err)}`,
-  ];
+  // Duck-typed: errors from other realms fail `instanceof Error`.
+  const e =
+    typeof err === 'object' && err !== null ? (err as { message?: unknown; stack?: unknown }) : {};
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  const lines = [`ERROR: ${context.kind} threw: ${message}`];
   if (context.object !== undefined) {
     lines.push(`\t${context.object.constructor.name} = ${context.object.asString()}`);
   }
-  if (err instanceof Error && err.stack !== undefined) {
-    for (const frame of err.stack.split('\n').slice(1)) lines.push(`\t${frame.trim()}`);
+  if (typeof e.stack === 'string') {
+    for (const frame of e.stack.split('\n').slice(1)) lines.push(`\t${frame.trim()}`);
   }
   process.stderr.write(lines.join('\n') + '\n');
 }
