@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -23,7 +24,11 @@ Napi::Error UvError(Napi::Env env, int uv_status, const char* syscall) {
 
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
   // On Unix libuv's status codes are the negated errno values.
-  return UvError(env, -err, syscall);
+  Napi::Error error = UvError(env, -err, syscall);
+  // Linux has ENOTSUP == EOPNOTSUPP and libuv names it ENOTSUP; socket option
+  // callers (Danga's tcp_cork) test for the socket name.
+  if (err == EOPNOTSUPP) error.Set("code", Napi::String::New(env, "EOPNOTSUPP"));
+  return error;
 }
 
 int FdArg(const Napi::CallbackInfo& info, size_t i) {
