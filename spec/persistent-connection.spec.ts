@@ -486,6 +486,46 @@ describe('PersistentConnection retry timing', () => {
   });
 });
 
+describe('PersistentConnection default clock', () => {
+  it('runs on real timers, so jest fake timers drive it too', async () => {
+    jest.useFakeTimers();
+    try {
+      let n = 0;
+      const events: string[] = [];
+      const pc = new PersistentConnection<FakeConn, string>({
+        serverName: 's',
+        random: 'none',
+        getAddress: () => 'A',
+        connect: async (a) => {
+          if (++n < 3) throw new Error('refused');
+          return new FakeConn(a);
+        },
+        onEvent: (e) => {
+          events.push(e.type);
+        },
+      });
+      await jest.advanceTimersByTimeAsync(0);
+      expect(n).toBe(1);
+      await jest.advanceTimersByTimeAsync(9_999); // default retryDelayMs: 10 000
+      expect(n).toBe(1);
+      await jest.advanceTimersByTimeAsync(1);
+      expect(n).toBe(2);
+      await jest.advanceTimersByTimeAsync(10_000);
+      expect(events).toEqual([
+        'attempting_to_connect',
+        'obtained_address',
+        'failed_to_connect',
+        'connected',
+      ]);
+      const closing = pc.close();
+      await jest.advanceTimersByTimeAsync(0);
+      await closing;
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+});
+
 describe('PersistentConnection connected() and close()', () => {
   it('connected() resolves at once while connected, and waits for the next connection after a drop', async () => {
     const h = harness({});
