@@ -411,6 +411,16 @@ describe('connect() name resolution', () => {
     expect(failures.map((f) => f.peer)).toEqual([{ host: '127.0.0.1', port: refused4, family: 4 }]);
   });
 
+  it('does not filter explicit addrs by the family hint', async () => {
+    const server = await listen();
+    try {
+      const sock = await dial({ addrs: [{ host: '127.0.0.1', port: server.port }], family: 6 });
+      expect(sock.remotePort).toBe(server.port);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('gives onResolveError the real resolver error (not the string "getaddrinfo") and also rejects', async () => {
     const { lookup } = fakeLookup({});
     const onResolveError = jest.fn();
