@@ -13,3 +13,27 @@ export type {
 } from './danga-socket';
 export { Listener } from './listener';
 export type { AcceptCallback, ListenOptions } from './listener';
+export { connect, ConnectError, ResolveError } from './connector';
+export type {
+  Address,
+  ConnectFailure,
+  ConnectOptions,
+  ConnectSyscall,
+  LookupCallback,
+  LookupFunction,
+  LookupResult,
+  PeerLike,
+  TcpAddress,
+  UnixAddress,
+} from './connector';
+export { connectDanga } from './connect-danga';
+export type { ConnectDangaOptions, DangaSocketClass } from './connect-danga';
+export { PersistentConnection, realClock } from './persistent-connection';
+export type {
+  Clock,
+  Connectable,
+  ConnectContext,
+  ConnectOutcome,
+  PersistentConnectionEvent,
+  PersistentConnectionOptions,
+} from './persistent-connection';
