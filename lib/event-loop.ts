@@ -104,6 +104,8 @@ class Loop {
   loopTimeout = -1;
   profiling = false;
   errorHandler: ErrorHandler = defaultErrorHandler;
+  /** Run at the end of reset(): helpers with their own state (timers, signals) register here. */
+  readonly resetHooks: (() => void)[] = [];
 
   running = false;
   private generation = 0;
@@ -475,6 +477,7 @@ class Loop {
     this.evObjs = [];
     this.evMasks = [];
     this.evCount = 0;
+    for (const hook of this.resetHooks) hook();
     if (wasRunning) this.stop();
   }
 }
