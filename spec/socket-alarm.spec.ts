@@ -314,6 +314,54 @@ linuxDescribe('SocketAlarm', () => {
     expect(await withTimeout(data, 5000, 'data on the protected socket')).toBe('still open');
   });
 
+  it('EVENT_IN fires when data arrives', async () => {
+    const [a, b] = await pairs(2);
+    if (a === undefined || b === undefined) throw new Error('no pairs');
+    const alarm = track(socketAlarm(a.accepted, EVENT_IN, [['shut_w', b.accepted]]));
+    const bEnded = ended(b.client);
+    await sleep(100);
+    expect(alarm.triggered).toBe(false);
+    a.client.write('x');
+    await withTimeout(bEnded, 5000, 'the action');
+    expect(alarm.finished).toBe(true);
+  });
+
+  it('EVENT_EOF fires on a FIN when nothing is left unread', async () => {
+    const [a, b] = await pairs(2);
+    if (a === undefined || b === undefined) throw new Error('no pairs');
+    const alarm = track(socketAlarm(a.accepted, EVENT_EOF, [['shut_w', b.accepted]]));
+    const bEnded = ended(b.client);
+    a.client.end();
+    await withTimeout(bEnded, 5000, 'the action');
+    expect(alarm.finished).toBe(true);
+  });
+
+  it('EVENT_CLOSE fires when this process closes the watched descriptor', async () => {
+    const [a, b] = await pairs(2);
+    if (a === undefined || b === undefined) throw new Error('no pairs');
+    // A descriptor number, so the alarm does not cancel itself on 'close'.
+    const alarm = track(socketAlarm(fdOf(a.accepted), EVENT_CLOSE, [['shut_w', b.accepted]]));
+    const bEnded = ended(b.client);
+    a.accepted.destroy();
+    await withTimeout(bEnded, 5000, 'the action');
+    expect(alarm.finished).toBe(true);
+  });
+
+  it('retires silently, as finished, when its descriptor closes without EVENT_CLOSE', async () => {
+    const [a, b] = await pairs(2);
+    if (a === undefined || b === undefined) throw new Error('no pairs');
+    const alarm = track(socketAlarm(fdOf(a.accepted), EVENT_SHUT, [['shut_w', b.accepted]]));
+    let bEnded = false;
+    void ended(b.client).then(() => (bEnded = true));
+    a.accepted.destroy();
+    // Closing a descriptor does not wake poll(); any start()/cancel() does, and
+    // the watcher's next pass (at most 10 s later anyway) notices the change.
+    track(socketAlarm(b.accepted, [['sleep', 0]])).cancel();
+    await waitFor(() => alarm.finished, 'retirement');
+    await sleep(200);
+    expect(bEnded).toBe(false);
+  });
+
   it('formats toString() like IO::SocketAlarm, printing every event bit', async () => {
     const { accepted } = await pair();
     const fd = fdOf(accepted);
@@ -457,6 +505,7 @@ linuxDescribe('SocketAlarm', () => {
 /** Runs spec/fixtures/blocking-server.js and connects a client that sends a request it never gets read. */
 async function runBlockingServer(mode: string): Promise<{
   lines: string[];
+  pid: number | undefined;
   disconnectAt: number;
   exit: { code: number | null; signal: NodeJS.Signals | null };
   stampMs: number | undefined;
@@ -479,7 +528,7 @@ async function runBlockingServer(mode: string): Promise<{
     client.connect(port, '127.0.0.1');
     client.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
     await waitFor(() => lines.includes('BLOCKING'), 'the handler to block', 10000);
-    if (mode === 'sig' || mode === 'sig_handler') {
+    if (mode !== 'kill_children' && mode !== 'cancel') {
       await sleep(300); // inside the busy loop by now; if not, the alarm still acts
     } else {
       // Wait until execSync has really started its shell.
@@ -497,7 +546,7 @@ async function runBlockingServer(mode: string): Promise<{
     }
     const stamp = readStamp().trim();
     const stampMs = stamp === '' ? undefined : Number(BigInt(stamp) / 1000n) / 1000;
-    return { lines, disconnectAt, exit: result, stampMs };
+    return { lines, pid: child.pid, disconnectAt, exit: result, stampMs };
   } finally {
     child.kill('SIGKILL');
   }
@@ -551,6 +600,13 @@ linuxDescribe('SocketAlarm with a blocked JS thread (child process)', () => {
     const reaction = (run.stampMs ?? Infinity) - run.disconnectAt;
     expect(reaction).toBeLessThan(REACTION_MS);
     expect(reaction).toBeGreaterThan(-50);
+  });
+
+  it("'exec' replaces the blocked process with another program", async () => {
+    const run = await runBlockingServer('exec');
+    expect(run.lines).toContain(`EXECED ${run.pid}`);
+    expect(run.lines).not.toContain('SURVIVED');
+    expect(run.exit.code).toBe(0);
   });
 
   it('does nothing when the alarm was cancelled before the disconnect', async () => {

@@ -266,12 +266,17 @@ void ResetSignals(bool all) {
   pthread_sigmask(SIG_SETMASK, &none, nullptr);
 }
 
-void StdinFromDevNull() {
+// stdin from /dev/null; stdout and stderr shared with this process. Node marks
+// its stdio descriptors close-on-exec, so clear that flag. Async-signal-safe.
+void PrepareStdio() {
   int devnull = open("/dev/null", O_RDONLY);
-  if (devnull < 0) return;
-  if (devnull != STDIN_FILENO) {
+  if (devnull >= 0 && devnull != STDIN_FILENO) {
     dup2(devnull, STDIN_FILENO);
     close(devnull);
+  }
+  for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC) != 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
   }
 }
 
@@ -314,7 +319,7 @@ void DoRun(const State& s, const Action& act) {
     pid_t grandchild = fork();
     if (grandchild != 0) _exit(grandchild < 0 ? 1 : 0);
     ResetSignals(true);
-    StdinFromDevNull();
+    PrepareStdio();
     execve(plan.path.c_str(), plan.argv.data(), plan.envp.data());
     WriteStderr("danga-socket SocketAlarm: run: execve failed\n");
     _exit(127);
@@ -328,7 +333,7 @@ void DoRun(const State& s, const Action& act) {
   ExecPlan plan;
   if (PrepareExec(s, act, &plan)) {
     ResetSignals(false);
-    StdinFromDevNull();
+    PrepareStdio();
     execve(plan.path.c_str(), plan.argv.data(), plan.envp.data());
     LogLine("danga-socket SocketAlarm: exec %s: %s", plan.path.c_str(), std::strerror(errno));
   }

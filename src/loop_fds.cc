@@ -26,7 +26,7 @@ Napi::Value NodeOwnedFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<int> fds = OwnedFds(env);
   Napi::Array result = Napi::Array::New(env, fds.size());
-  for (size_t i = 0; i < fds.size(); ++i) result.Set(i, Napi::Number::New(env, fds[i]));
+  for (uint32_t i = 0; i < result.Length(); ++i) result.Set(i, Napi::Number::New(env, fds[i]));
   return result;
 }
 
