@@ -71,7 +71,8 @@ export interface NativeBinding {
 
 const ADDON_FILE = 'danga_socket.node';
 
-type LoadResult = { binding: NativeBinding; error?: undefined } | { binding?: undefined; error: Error };
+type LoadResult =
+  { binding: NativeBinding; error?: undefined } | { binding?: undefined; error: Error };
 
 let loaded: LoadResult | undefined;
 let addonPathOverride: string | undefined;
