@@ -33,17 +33,14 @@ export class Listener extends DangaSocket {
 
   /**
    * Create a server (`allowHalfOpen`, `pauseOnConnect`), listen, and wrap it.
-   * @throws (rejects) DangaSocketError `DS_ERR_INVALID_ARG` for bad options, `DS_ERR_LISTEN`
-   *   with the OS error as `cause` if listening fails.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` (synchronously) for bad options; the promise
+   *   rejects with `DS_ERR_LISTEN`, the OS error as `cause`, if listening fails.
    */
   static listen(options: ListenOptions, onAccept: AcceptCallback): Promise<Listener> {
-    try {
-      checkListenOptions(options);
-      if (typeof onAccept !== 'function') {
-        throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
-      }
-    } catch (err) {
-      return Promise.reject(err);
+    // Bad arguments throw at call time (as `net.connect` and our `connect()` do).
+    checkListenOptions(options);
+    if (typeof onAccept !== 'function') {
+      throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
     }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const listenArgs: net.ListenOptions =

@@ -669,11 +669,11 @@ describe('Listener', () => {
     await expect(Listener.listen({ port }, () => {})).rejects.toMatchObject({
       code: 'DS_ERR_LISTEN',
     });
-    await expect(Listener.listen({ port: -1 }, () => {})).rejects.toMatchObject({
-      code: 'DS_ERR_INVALID_ARG',
-    });
-    await expect(
-      Listener.listen({ port: 0 }, 'nope' as unknown as () => void),
-    ).rejects.toMatchObject({ code: 'DS_ERR_INVALID_ARG' });
+    expect(() => Listener.listen({ port: -1 }, () => {})).toThrow(
+      expect.objectContaining({ code: 'DS_ERR_INVALID_ARG' }),
+    );
+    expect(() => Listener.listen({ port: 0 }, 'nope' as unknown as () => void)).toThrow(
+      expect.objectContaining({ code: 'DS_ERR_INVALID_ARG' }),
+    );
   });
 });
