@@ -17,6 +17,9 @@
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-fexceptions", "-pthread", "-Wall", "-Wextra"],
       "ldflags": ["-pthread"],
+      "conditions": [
+        ["OS=='win'", { "type": "none" }]
+      ],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
