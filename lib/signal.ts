@@ -1,0 +1,107 @@
+import * as os from 'node:os';
+import { DangaSocket } from './danga-socket';
+import { describe, invalidArg } from './errors';
+import { loop } from './event-loop';
+
+/**
+ * POSIX signals as loop events (IO::Async::Signal). The process handler only records the
+ * delivery and adds a negative-delay timer, which wakes the loop and runs every watcher at
+ * the next timer pass — so callbacks run inside a loop iteration, never in between.
+ */
+
+/** Called once per delivery of the signal, inside a loop iteration, with its name. */
+export type SignalCallback = (signal: NodeJS.Signals) => void;
+
+/** What `onSignal` returns. */
+export interface SignalWatch {
+  /** The signal watched, e.g. `'SIGUSR2'`. */
+  readonly signal: NodeJS.Signals;
+  /** Stop watching. Idempotent; a delivery not yet run no longer calls this watcher. */
+  cancel(): void;
+}
+
+interface Watcher {
+  readonly cb: SignalCallback;
+  active: boolean;
+}
+
+/** Signal → its watchers (insertion order) and the one process listener installed for them. */
+const watched = new Map<NodeJS.Signals, { watchers: Set<Watcher>; listener: () => void }>();
+const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
+
+loop.resetHooks.push(() => {
+  for (const [sig, entry] of watched) {
+    for (const w of entry.watchers) w.active = false;
+    process.removeListener(sig, entry.listener);
+  }
+  watched.clear();
+});
+
+function signalName(name: unknown): NodeJS.Signals {
+  if (typeof name !== 'string') {
+    throw invalidArg(`onSignal expects a signal name, got ${describe(name)}`);
+  }
+  const sig = name.startsWith('SIG') ? name : `SIG${name}`;
+  if (!Object.prototype.hasOwnProperty.call(os.constants.signals, sig)) {
+    throw invalidArg(`onSignal: unknown signal ${JSON.stringify(name)}`);
+  }
+  if (UNCATCHABLE.has(sig)) throw invalidArg(`onSignal: ${sig} cannot be caught`);
+  return sig as NodeJS.Signals;
+}
+
+function deliver(sig: NodeJS.Signals): void {
+  const entry = watched.get(sig);
+  if (entry === undefined) return;
+  // Snapshot now: a watcher added after this delivery is not called for it.
+  const snapshot = [...entry.watchers];
+  DangaSocket.AddTimer(-1, () => {
+    for (const w of snapshot) {
+      if (!w.active) continue;
+      try {
+        w.cb(sig);
+      } catch (err) {
+        // One failing watcher must not keep the others from their delivery.
+        loop.report(err, { kind: 'timer' });
+      }
+    }
+  });
+}
+
+/**
+ * Call `cb` once per delivery of signal `name` (`'SIGHUP'` or `'HUP'`), inside a loop
+ * iteration. Watchers of one signal run in the order added. The first watcher of a signal
+ * installs the process listener (note: for SIGINT/SIGTERM that replaces Node's default exit);
+ * cancelling the last removes it. `DangaSocket.Reset()` cancels every watcher. The loop must be
+ * running for callbacks to run; deliveries wait for it. Node may merge signals sent in a
+ * quick burst, so count on at least one call per burst.
+ * @throws DangaSocketError `DS_ERR_INVALID_ARG` for an unknown or uncatchable signal
+ *   (SIGKILL, SIGSTOP) or a non-function callback.
+ */
+export function onSignal(name: string, cb: SignalCallback): SignalWatch {
+  const sig = signalName(name);
+  if (typeof cb !== 'function') {
+    throw invalidArg(`onSignal expects a callback, got ${describe(cb)}`);
+  }
+  let entry = watched.get(sig);
+  if (entry === undefined) {
+    const listener = (): void => deliver(sig);
+    entry = { watchers: new Set(), listener };
+    watched.set(sig, entry);
+    process.on(sig, listener);
+  }
+  const watcher: Watcher = { cb, active: true };
+  entry.watchers.add(watcher);
+  return {
+    signal: sig,
+    cancel(): void {
+      if (!watcher.active) return;
+      watcher.active = false;
+      const current = watched.get(sig);
+      if (current === undefined || !current.watchers.delete(watcher)) return;
+      if (current.watchers.size === 0) {
+        process.removeListener(sig, current.listener);
+        watched.delete(sig);
+      }
+    },
+  };
+}

@@ -1,0 +1,467 @@
+import * as net from 'node:net';
+import { DangaSocket, type WriteData } from './danga-socket';
+import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
+
+/**
+ * Consume a prefix of `buffer`: return how many bytes were handled (0 = wait for more).
+ * `eof` is true once the peer has finished sending.
+ */
+export type OnReadCallback = (buffer: Buffer, eof: boolean, stream: StreamSocket) => number;
+
+/** Options of `new StreamSocket(sock, options)`. Every callback may also be a subclass override. */
+export interface StreamSocketOptions {
+  /** The read handler (see `StreamSocket#onRead`); required unless a subclass overrides it. */
+  onRead?: OnReadCallback;
+  /** After the final `onRead(…, true)` calls (see `StreamSocket#onReadEof`). */
+  onReadEof?: (stream: StreamSocket) => void;
+  /** The socket failed before EOF; the stream closes after this returns. */
+  onReadError?: (err: Error, stream: StreamSocket) => void;
+  /** A write failed (EPIPE, ECONNRESET, …); the stream closes after this returns. */
+  onWriteError?: (err: Error, stream: StreamSocket) => void;
+  /** Replaces the default pause when the read buffer reaches `readHighWatermark`. */
+  onReadHighWatermark?: (bufferedBytes: number, stream: StreamSocket) => void;
+  /** Replaces the default resume when the read buffer drops below `readLowWatermark`. */
+  onReadLowWatermark?: (bufferedBytes: number, stream: StreamSocket) => void;
+  /** The write queue reached `writeHighWatermark`. */
+  onWriteHighWatermark?: (queuedBytes: number, stream: StreamSocket) => void;
+  /** After `onWriteHighWatermark`, the write queue drained below `writeLowWatermark`. */
+  onWritable?: (queuedBytes: number, stream: StreamSocket) => void;
+  /** The write queue drained to empty after having been non-empty. */
+  onOutgoingEmpty?: (stream: StreamSocket) => void;
+  /** Bytes read from the socket per read readiness (integer >= 1; default 8192). */
+  readLen?: number;
+  /** Pause reading once this many bytes are buffered unconsumed (set with the low mark). */
+  readHighWatermark?: number;
+  /** Resume reading once the buffer drops below this (0 <= low <= high). */
+  readLowWatermark?: number;
+  /** Signal `onWriteHighWatermark` at this many queued bytes (set with the low mark). */
+  writeHighWatermark?: number;
+  /** Signal `onWritable` once the queue drops below this (0 <= low <= high). */
+  writeLowWatermark?: number;
+  /** Close (after flushing) once the read side hit EOF and `onReadEof` ran. Default true. */
+  closeOnReadEof?: boolean;
+}
+
+const EMPTY = Buffer.alloc(0);
+const DEFAULT_READ_LEN = 8192;
+const WRITE_FAILURES = new Set(['EPIPE', 'ECONNRESET', 'write_error']);
+const CALLBACK_OPTIONS = [
+  'onRead',
+  'onReadEof',
+  'onReadError',
+  'onWriteError',
+  'onReadHighWatermark',
+  'onReadLowWatermark',
+  'onWriteHighWatermark',
+  'onWritable',
+  'onOutgoingEmpty',
+] as const;
+
+function isWriteData(v: unknown): boolean {
+  return (
+    v === undefined || typeof v === 'string' || typeof v === 'function' || v instanceof Uint8Array
+  );
+}
+
+function checkCount(name: string, v: unknown, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw invalidArg(`StreamSocket ${name} must be an integer >= ${min}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function checkMarks(
+  side: 'read' | 'write',
+  high: unknown,
+  low: unknown,
+): [number, number] | undefined {
+  const h = checkCount(`${side}HighWatermark`, high, 1);
+  const l = checkCount(`${side}LowWatermark`, low, 0);
+  if (h === undefined && l === undefined) return undefined;
+  if (h === undefined || l === undefined || l > h) {
+    throw invalidArg(
+      `StreamSocket ${side}HighWatermark and ${side}LowWatermark go together, with low <= high`,
+    );
+  }
+  return [h, l];
+}
+
+function checkStreamOptions(options: unknown, hasOnReadMethod: boolean): StreamSocketOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw invalidArg(`StreamSocket expects an options object, got ${describe(options)}`);
+  }
+  const o = options as Record<string, unknown>;
+  for (const key of CALLBACK_OPTIONS) {
+    if (o[key] !== undefined && typeof o[key] !== 'function') {
+      throw invalidArg(`StreamSocket ${key} must be a function, got ${describe(o[key])}`);
+    }
+  }
+  if (o.onRead === undefined && !hasOnReadMethod) {
+    throw invalidArg('StreamSocket needs an onRead handler (an option or a subclass override)');
+  }
+  if (o.closeOnReadEof !== undefined && typeof o.closeOnReadEof !== 'boolean') {
+    throw invalidArg(
+      `StreamSocket closeOnReadEof must be a boolean, got ${describe(o.closeOnReadEof)}`,
+    );
+  }
+  checkCount('readLen', o.readLen, 1);
+  checkMarks('read', o.readHighWatermark, o.readLowWatermark);
+  checkMarks('write', o.writeHighWatermark, o.writeLowWatermark);
+  return o;
+}
+
+/**
+ * A buffered byte stream on the Danga loop, in the style of IO::Async::Stream.
+ *
+ * Read side, per read readiness: read up to `readLen` bytes, append them to the read buffer,
+ * then call `onRead(buffer, false)`; while it returns n > 0, drop those n bytes and call it
+ * again if bytes remain; 0 means "wait for more". Then, if the buffer reached
+ * `readHighWatermark`, `onReadHighWatermark` (default: pause reading); after a call that drops
+ * it below `readLowWatermark`, `onReadLowWatermark` (default: resume). At EOF: `onRead(buffer,
+ * true)` until it returns 0 — with an empty buffer it is called exactly once and its return
+ * ignored, so a handler that always claims progress cannot spin — then `onReadEof`, then (if
+ * `closeOnReadEof`, the default) `closeWhenEmpty('eof')`: unlike IO::Async, writes queued
+ * before or during EOF handling still reach the peer. EOF is reported once.
+ *
+ * Write side: `write()` is Danga's queue; `writeHighWatermark` / `writeLowWatermark` give
+ * `onWriteHighWatermark` and then `onWritable` (edge-triggered, like Node's `'drain'`);
+ * `onOutgoingEmpty` when the queue empties. A failed write calls `onWriteError`, then closes.
+ *
+ * Close reasons added by this class: `eof`, `read_error` (and `ECONNRESET`), `error`, `hup`.
+ * Overriding `eventRead`/`eventWrite`/`eventErr`/`eventHup`/`close` requires calling `super`.
+ */
+export class StreamSocket extends DangaSocket {
+  /** Bytes read per read readiness. */
+  readonly readLen: number;
+  /** Whether a read EOF closes the stream (after flushing). */
+  readonly closeOnReadEof: boolean;
+  private readonly opts: StreamSocketOptions;
+  private readonly readHigh: number;
+  private readonly readLow: number;
+  private readonly writeHigh: number;
+  private readonly writeLow: number;
+  // The read buffer is rStore[rStart, rEnd). Bytes handed to onRead are never overwritten:
+  // appends go past rEnd, and growing copies into a new store.
+  private rStore: Buffer = EMPTY;
+  private rStart = 0;
+  private rEnd = 0;
+  private rOwned = false;
+  private draining = false;
+  private aboveReadHigh = false;
+  private eofSeen = false;
+  private writeDepth = 0;
+  private writeBlocked = false;
+  private hadQueue = false;
+  private writeFailed = false;
+  private closingWhenEmpty = false;
+  private closeWhenEmptyReason: string | undefined = undefined;
+
+  /**
+   * Wrap a connected (or connecting) socket and start reading at once.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a bad option, a missing `onRead`, or a
+   *   handle that is not a `net.Socket`; see `DangaSocket` for wrapping errors.
+   */
+  constructor(sock: net.Socket, options: StreamSocketOptions = {}) {
+    const o = checkStreamOptions(
+      options,
+      new.target.prototype.onRead !== StreamSocket.prototype.onRead,
+    );
+    if (!(sock instanceof net.Socket)) {
+      throw invalidArg(`StreamSocket expects a net.Socket, got ${describe(sock)}`);
+    }
+    super(sock);
+    this.opts = o;
+    this.readLen = o.readLen ?? DEFAULT_READ_LEN;
+    this.closeOnReadEof = o.closeOnReadEof ?? true;
+    this.readHigh = o.readHighWatermark ?? Infinity;
+    this.readLow = o.readLowWatermark ?? 0;
+    this.writeHigh = o.writeHighWatermark ?? Infinity;
+    this.writeLow = o.writeLowWatermark ?? 0;
+    this.watchRead(true);
+  }
+
+  // ---- hooks (override, or pass as options) --------------------------------------------
+
+  /**
+   * Consume a prefix of `buffer` and return its length (an integer 0..buffer.length; 0 =
+   * wait for more data). The buffer stays valid after the call. Throwing, or returning
+   * anything else, closes the stream (`handler_error`; a bad count is `DS_ERR_INVALID_ARG`).
+   */
+  onRead(buffer: Buffer, eof: boolean): number {
+    const fn = this.opts.onRead;
+    if (fn === undefined) {
+      throw new DangaSocketError('DS_ERR_UNHANDLED_EVENT', `no onRead for ${this.asString()}`);
+    }
+    return fn(buffer, eof, this);
+  }
+
+  /** The peer finished sending; runs once, after the final `onRead(…, true)` calls. */
+  onReadEof(): void {
+    this.opts.onReadEof?.(this);
+  }
+
+  /** The socket failed while the read side was open. The stream closes after this. */
+  onReadError(err: Error): void {
+    this.opts.onReadError?.(err, this);
+  }
+
+  /** A write failed (`err.code` EPIPE, ECONNRESET, …). The stream closes after this. */
+  onWriteError(err: Error): void {
+    this.opts.onWriteError?.(err, this);
+  }
+
+  /** The read buffer reached `readHighWatermark` (edge). Default: `watchRead(false)`. */
+  onReadHighWatermark(bufferedBytes: number): void {
+    const fn = this.opts.onReadHighWatermark;
+    if (fn !== undefined) fn(bufferedBytes, this);
+    else this.watchRead(false);
+  }
+
+  /** After a high mark, the buffer dropped below `readLowWatermark`. Default: resume reading. */
+  onReadLowWatermark(bufferedBytes: number): void {
+    const fn = this.opts.onReadLowWatermark;
+    if (fn !== undefined) fn(bufferedBytes, this);
+    else if (!this.eofSeen) this.watchRead(true);
+  }
+
+  /** The write queue reached `writeHighWatermark` (edge); `canWrite` is now false. */
+  onWriteHighWatermark(queuedBytes: number): void {
+    this.opts.onWriteHighWatermark?.(queuedBytes, this);
+  }
+
+  /** After a high mark, the write queue drained below `writeLowWatermark`; `canWrite` again. */
+  onWritable(queuedBytes: number): void {
+    this.opts.onWritable?.(queuedBytes, this);
+  }
+
+  /** The write queue drained to empty after having been non-empty. */
+  onOutgoingEmpty(): void {
+    this.opts.onOutgoingEmpty?.(this);
+  }
+
+  // ---- state ---------------------------------------------------------------------------
+
+  /** Bytes read but not yet consumed by `onRead`. */
+  get readBufSize(): number {
+    return this.rEnd - this.rStart;
+  }
+
+  /** True once EOF was seen on the read side. */
+  get isReadEof(): boolean {
+    return this.eofSeen;
+  }
+
+  /** False between `onWriteHighWatermark` and `onWritable`. */
+  get canWrite(): boolean {
+    return !this.writeBlocked;
+  }
+
+  /** True after `closeWhenEmpty()` until the stream closes. */
+  get isClosing(): boolean {
+    return this.closingWhenEmpty && !this.closed;
+  }
+
+  /**
+   * Run `onRead` again over the buffered bytes now (e.g. once a slow consumer has room), with
+   * the same return rules and low-watermark check. No-op from inside `onRead`.
+   */
+  retryRead(): void {
+    if (this.closed) return;
+    this.drain(this.eofSeen);
+  }
+
+  // ---- Danga hooks ---------------------------------------------------------------------
+
+  override eventRead(): void {
+    if (this.eofSeen) {
+      this.watchRead(false);
+      return;
+    }
+    const chunk = this.read(this.readLen);
+    if (chunk === null) {
+      this.readEnded();
+      return;
+    }
+    if (chunk.length === 0) return;
+    this.append(chunk);
+    this.drain(false);
+    const len = this.rEnd - this.rStart;
+    if (!this.closed && !this.aboveReadHigh && len >= this.readHigh) {
+      this.aboveReadHigh = true;
+      this.onReadHighWatermark(len);
+    }
+  }
+
+  override eventErr(): void {
+    if (this.closed) return;
+    const err = this.socketError('error');
+    if (this.eofSeen) this.onWriteError(err);
+    else this.onReadError(err);
+    this.close(errnoOf(err) === 'ECONNRESET' ? 'ECONNRESET' : 'error');
+  }
+
+  override eventHup(): void {
+    this.close('hup');
+  }
+
+  // ---- writing and closing -------------------------------------------------------------
+
+  /**
+   * Danga's `write` (see `DangaSocket#write`), plus the write watermarks and
+   * `onOutgoingEmpty`. After `closeWhenEmpty()` new data is dropped (returns true, as on a
+   * closed object).
+   */
+  override write(data?: WriteData): boolean {
+    if (this.closingWhenEmpty && data !== undefined && isWriteData(data) && !this.closed) {
+      return true;
+    }
+    let done: boolean;
+    this.writeDepth++;
+    try {
+      done = super.write(data);
+    } finally {
+      this.writeDepth--;
+    }
+    if (this.writeDepth === 0 && !this.closed) this.afterWrite();
+    return done;
+  }
+
+  /**
+   * Flush the write queue, then close with `reason` (at once if it is empty). Order: queued
+   * write callbacks, `onOutgoingEmpty`, the close. Writes after this are dropped.
+   */
+  closeWhenEmpty(reason?: string): void {
+    if (reason !== undefined && typeof reason !== 'string') {
+      throw invalidArg(`closeWhenEmpty expects a string reason, got ${describe(reason)}`);
+    }
+    if (this.closed) return;
+    if (this.writeBufSize === 0) {
+      this.close(reason);
+      return;
+    }
+    this.closingWhenEmpty = true;
+    this.closeWhenEmptyReason = reason;
+  }
+
+  /** Danga's `close`; a close caused by a failed write first calls `onWriteError`. */
+  override close(reason?: string): void {
+    if (
+      !this.closed &&
+      this.writeDepth > 0 &&
+      !this.writeFailed &&
+      reason !== undefined &&
+      WRITE_FAILURES.has(reason)
+    ) {
+      this.writeFailed = true;
+      this.onWriteError(this.socketError(reason));
+    }
+    super.close(reason);
+  }
+
+  // ---- internals -----------------------------------------------------------------------
+
+  private afterWrite(): void {
+    const size = this.writeBufSize;
+    if (!this.writeBlocked && size >= this.writeHigh) {
+      this.writeBlocked = true;
+      this.onWriteHighWatermark(size);
+    } else if (this.writeBlocked && size < this.writeLow) {
+      this.writeBlocked = false;
+      this.onWritable(size);
+    }
+    if (this.closed) return;
+    if (size > 0) {
+      this.hadQueue = true;
+      return;
+    }
+    if (this.hadQueue) {
+      this.hadQueue = false;
+      this.onOutgoingEmpty();
+    }
+    if (this.closingWhenEmpty && !this.closed && this.writeBufSize === 0) {
+      this.close(this.closeWhenEmptyReason);
+    }
+  }
+
+  private append(chunk: Buffer): void {
+    const live = this.rEnd - this.rStart;
+    if (live === 0) {
+      // Zero copy: the chunk itself becomes the buffer (not ours to write into).
+      this.rStore = chunk;
+      this.rStart = 0;
+      this.rEnd = chunk.length;
+      this.rOwned = false;
+      return;
+    }
+    if (this.rOwned && this.rEnd + chunk.length <= this.rStore.length) {
+      chunk.copy(this.rStore, this.rEnd);
+      this.rEnd += chunk.length;
+      return;
+    }
+    // Grow into a new store (doubling), so bytes already handed to onRead stay untouched.
+    const store = Buffer.allocUnsafe(Math.max(2 * (live + chunk.length), this.readLen));
+    this.rStore.copy(store, 0, this.rStart, this.rEnd);
+    chunk.copy(store, live);
+    this.rStore = store;
+    this.rStart = 0;
+    this.rEnd = live + chunk.length;
+    this.rOwned = true;
+  }
+
+  /** The onRead return loop (class comment). */
+  private drain(eof: boolean): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (;;) {
+        if (this.closed) return;
+        const len = this.rEnd - this.rStart;
+        if (len === 0 && !eof) return;
+        const n: unknown = this.onRead(this.rStore.subarray(this.rStart, this.rEnd), eof);
+        if (len === 0) return; // EOF with nothing buffered: called once, return ignored
+        if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > len) {
+          throw invalidArg(`onRead must return the bytes consumed (0..${len}), got ${describe(n)}`);
+        }
+        if (n === 0 || this.closed) return;
+        this.rStart += n;
+        if (this.rStart === this.rEnd) {
+          this.rStore = EMPTY;
+          this.rStart = this.rEnd = 0;
+        }
+        const left = this.rEnd - this.rStart;
+        if (this.aboveReadHigh && left < this.readLow) {
+          this.aboveReadHigh = false;
+          this.onReadLowWatermark(left);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private readEnded(): void {
+    const sock = this.sock();
+    if (sock instanceof net.Socket && sock.readableEnded) {
+      this.eofSeen = true;
+      // Level-triggered EOF would re-fire every iteration (IO::Async does); report it once.
+      this.watchRead(false);
+      this.drain(true);
+      if (this.closed) return;
+      this.onReadEof();
+      if (!this.closed && this.closeOnReadEof) this.closeWhenEmpty('eof');
+      return;
+    }
+    const err = this.socketError('read_error');
+    this.onReadError(err);
+    this.close(errnoOf(err) === 'ECONNRESET' ? 'ECONNRESET' : 'read_error');
+  }
+
+  /** The socket's own error if Node kept one, else an errno-style error with `code`. */
+  private socketError(code: string): Error {
+    const sock = this.sock();
+    const errored: unknown = sock instanceof net.Socket ? sock.errored : null;
+    if (errored instanceof Error) return errored;
+    return Object.assign(new Error(`socket ${code}`), { code });
+  }
+}
