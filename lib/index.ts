@@ -37,3 +37,22 @@ export type {
   PersistentConnectionEvent,
   PersistentConnectionOptions,
 } from './persistent-connection';
+export {
+  EVENT_CLOSE,
+  EVENT_EOF,
+  EVENT_IN,
+  EVENT_PRI,
+  EVENT_SHUT,
+  SocketAlarm,
+  socketAlarm,
+} from './socket-alarm';
+export type {
+  CloseTarget,
+  NormalizedAction,
+  NormalizedPeer,
+  PeerAddress,
+  ShutdownTarget,
+  SignalSpec,
+  SocketAlarmAction,
+  SocketAlarmOptions,
+} from './socket-alarm';
