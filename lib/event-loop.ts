@@ -119,6 +119,8 @@ class Loop {
   private evMasks: number[] = [];
   private evOther: number[] = [];
   private evCount = 0;
+  /** `closeObjs.length` when the last iteration ended; more means closes from outside the loop. */
+  private closesAtIterationEnd = 0;
 
   run(): Promise<void> {
     if (this.running) {
@@ -192,10 +194,13 @@ class Loop {
 
   private readonly iterate = (gen: number): void => {
     if (gen !== this.generation) return;
+    // A close() made between two iterations (a signal handler, a promise) must not wait for
+    // the next event: wake() only covers closes made while waiting.
+    const closedOutside = this.closeObjs.length > this.closesAtIterationEnd;
     const timeout = this.runTimers(gen);
     if (gen !== this.generation) return;
     this.collect();
-    if (this.evCount === 0 && timeout !== 0) {
+    if (this.evCount === 0 && timeout !== 0 && !closedOutside) {
       this.waiting = true;
       this.waitDeadline = Infinity;
       if (timeout > 0) this.armWait(timeout);
@@ -221,7 +226,9 @@ class Loop {
   private finishIteration(gen: number): void {
     this.dispatch(gen);
     if (gen !== this.generation) return;
-    if (!this.postEventLoop(gen)) {
+    const keep = this.postEventLoop(gen);
+    this.closesAtIterationEnd = this.closeObjs.length;
+    if (!keep) {
       if (gen === this.generation) this.stop();
       return;
     }
@@ -460,6 +467,7 @@ class Loop {
     }
     this.closeObjs = [];
     this.closeHandles = [];
+    this.closesAtIterationEnd = 0;
     this.map.clear();
     this.candidates.clear();
     this.pushbackSet.clear();
