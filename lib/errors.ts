@@ -59,5 +59,6 @@ export function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
   if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 40))}`;
-  return `${typeof value} ${String(value)}`;
+  if (typeof value === 'symbol') return value.toString();
+  return `${typeof value} ${value as number | boolean | bigint | undefined}`;
 }

@@ -24,7 +24,8 @@ function toStr(value: unknown): string {
     const s = (value as { toString?: () => string }).toString?.();
     return typeof s === 'string' ? s : Object.prototype.toString.call(value);
   }
-  return String(value as number | boolean | bigint | symbol);
+  if (typeof value === 'symbol') return value.toString();
+  return `${value as number | boolean | bigint}`;
 }
 
 export function sprintf(fmt: string, args: readonly unknown[]): string {

@@ -32,7 +32,7 @@ interface HandleWithQueue {
 
 function handleOf(sock: net.Socket): HandleWithQueue | undefined {
   const h = (sock as unknown as { _handle?: unknown })._handle;
-  return typeof h === 'object' && h !== null ? (h as HandleWithQueue) : undefined;
+  return typeof h === 'object' && h !== null ? h : undefined;
 }
 
 // Module-level listeners (one set for all sockets): `this` is the socket.
@@ -179,7 +179,9 @@ export class StreamChannel {
       off === 0 && len === buf.length ? buf : buf.subarray(off, off + len),
       this.onWriteDone,
     );
-    if (this.error !== null) throw this.error;
+    // 'error' may have been emitted synchronously by write().
+    const late = this.error as Error | null;
+    if (late !== null) throw late;
     const h = handleOf(sock);
     // What libuv could not write synchronously; without a handle, assume all is queued.
     const queued =
