@@ -1,4 +1,5 @@
 import * as os from 'node:os';
+import * as vm from 'node:vm';
 import { DangaSocket } from './danga-socket';
 import { describe, invalidArg } from './errors';
 import { loop } from './event-loop';
@@ -20,6 +21,23 @@ export interface SignalWatch {
   cancel(): void;
 }
 
+/**
+ * The process object Node delivers signals to. Inside a vm context (jest runs each test file
+ * in one) the global `process` is a copy whose listeners never see OS signals; the main
+ * context's `process` is the real one. In plain Node both are the same object.
+ */
+const hostProcess: NodeJS.Process = ((): NodeJS.Process => {
+  try {
+    const p: unknown = vm.runInThisContext('process');
+    if (typeof p === 'object' && p !== null && typeof (p as NodeJS.Process).on === 'function') {
+      return p as NodeJS.Process;
+    }
+  } catch {
+    // No main context to reach (unusual embedders): the global is all we have.
+  }
+  return process;
+})();
+
 interface Watcher {
   readonly cb: SignalCallback;
   active: boolean;
@@ -32,7 +50,7 @@ const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
 loop.resetHooks.push(() => {
   for (const [sig, entry] of watched) {
     for (const w of entry.watchers) w.active = false;
-    process.removeListener(sig, entry.listener);
+    hostProcess.removeListener(sig, entry.listener);
   }
   watched.clear();
 });
@@ -87,7 +105,7 @@ export function onSignal(name: string, cb: SignalCallback): SignalWatch {
     const listener = (): void => deliver(sig);
     entry = { watchers: new Set(), listener };
     watched.set(sig, entry);
-    process.on(sig, listener);
+    hostProcess.on(sig, listener);
   }
   const watcher: Watcher = { cb, active: true };
   entry.watchers.add(watcher);
@@ -99,7 +117,7 @@ export function onSignal(name: string, cb: SignalCallback): SignalWatch {
       const current = watched.get(sig);
       if (current === undefined || !current.watchers.delete(watcher)) return;
       if (current.watchers.size === 0) {
-        process.removeListener(sig, current.listener);
+        hostProcess.removeListener(sig, current.listener);
         watched.delete(sig);
       }
     },
