@@ -591,8 +591,14 @@ export abstract class DangaSocket {
     DangaSocket.DebugMsg(fmt, ...args);
   }
 
-  /** Write `ERROR: msg`, this object and a stack trace to stderr. */
+  /**
+   * Write `ERROR: msg`, this object and a stack trace to stderr.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` if `msg` is not a string.
+   */
   dumpError(msg: string): void {
+    if (typeof msg !== 'string') {
+      throw invalidArg(`dumpError expects a message string, got ${describe(msg)}`);
+    }
     const lines = [`ERROR: ${msg}`, `\t${this.constructor.name} = ${this.asString()}`];
     const stack = new Error().stack ?? '';
     for (const frame of stack.split('\n').slice(2)) lines.push(`\t${frame.trim()}`);

@@ -21,8 +21,15 @@ export type AcceptCallback = (sock: net.Socket) => void;
 export class Listener extends DangaSocket {
   private readonly onAccept: AcceptCallback;
 
-  /** Wrap a listening (or about to listen) `net.Server`; watches read at once. */
+  /**
+   * Wrap a listening (or about to listen) `net.Server`; watches read at once.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a non-server or a non-function callback.
+   */
   constructor(server: net.Server, onAccept: AcceptCallback) {
+    // The base class also takes a net.Socket, which would make a listener that never accepts.
+    if (!(server instanceof net.Server)) {
+      throw invalidArg(`Listener expects a net.Server, got ${describe(server)}`);
+    }
     if (typeof onAccept !== 'function') {
       throw invalidArg(`Listener expects an accept callback, got ${describe(onAccept)}`);
     }
