@@ -56,3 +56,14 @@ export type {
   SocketAlarmAction,
   SocketAlarmOptions,
 } from './socket-alarm';
+export { StreamSocket } from './stream-socket';
+export type { OnReadCallback, StreamSocketOptions } from './stream-socket';
+export { AbsoluteTimer, CountdownTimer, PeriodicTimer } from './timers';
+export type {
+  AbsoluteTimerOptions,
+  CountdownTimerOptions,
+  PeriodicTimerOptions,
+  RescheduleMode,
+} from './timers';
+export { onSignal } from './signal';
+export type { SignalCallback, SignalWatch } from './signal';

@@ -1,4 +1,5 @@
 import * as net from 'node:net';
+import { types } from 'node:util';
 import { DangaSocket, type WriteData } from './danga-socket';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
 
@@ -461,7 +462,8 @@ export class StreamSocket extends DangaSocket {
   private socketError(code: string): Error {
     const sock = this.sock();
     const errored: unknown = sock instanceof net.Socket ? sock.errored : null;
-    if (errored instanceof Error) return errored;
+    // isNativeError, not instanceof: the error may come from another realm (vm contexts).
+    if (types.isNativeError(errored)) return errored;
     return Object.assign(new Error(`socket ${code}`), { code });
   }
 }
