@@ -147,6 +147,8 @@ export abstract class DangaSocket {
         : new StreamChannel(sock, notifier);
     owners.set(sock, this);
     loop.map.set(this.id, this);
+    // Wrapped from outside the loop (a promise, a Node callback): PLCs see it at once.
+    loop.wake();
   }
 
   // ---- hooks ---------------------------------------------------------------------------
@@ -198,8 +200,8 @@ export abstract class DangaSocket {
     if (typeof n !== 'number' || Number.isNaN(n)) {
       throw invalidArg(`read expects a byte count, got ${describe(n)}`);
     }
-    if (this._closed || n <= 0) return null;
     n = Math.floor(n);
+    if (this._closed || n <= 0) return null;
     const pb = this[kPushback];
     if (pb.length > 0) {
       const first = pb[0] as Buffer;
@@ -417,6 +419,11 @@ export abstract class DangaSocket {
     this.wq = [];
     this.watchingWrite = false;
     this[kWatchingRead] = false;
+  }
+
+  /** The OS error seen on the socket (reset, refused connect, ...), if any. */
+  get osError(): Error | undefined {
+    return this.channel.error ?? undefined;
   }
 
   /** True once `close()` or `stealSocket()` ran. */

@@ -108,12 +108,18 @@ class Loop {
   readonly resetHooks: (() => void)[] = [];
 
   running = false;
+  /** An error handler's rethrow while no loop ran: the next run() rejects with it. */
+  private pendingFatal: { err: unknown } | null = null;
   private generation = 0;
   private resolveRun: (() => void) | null = null;
   private rejectRun: ((err: unknown) => void) | null = null;
   private waiting = false;
   private waitTimer: NodeJS.Timeout | null = null;
   private waitDeadline = Infinity;
+  /** The current wait ends because of a timer (not the loop timeout). */
+  private timerDriven = false;
+  /** When the current wait began (epoch seconds), for the loop timeout. */
+  private waitStart = 0;
   private keepAlive: NodeJS.Timeout | null = null;
   private evObjs: DangaSocket[] = [];
   private evMasks: number[] = [];
@@ -127,6 +133,11 @@ class Loop {
       return Promise.reject(
         new DangaSocketError('DS_ERR_LOOP_RUNNING', 'EventLoop() is already running'),
       );
+    }
+    if (this.pendingFatal !== null) {
+      const { err } = this.pendingFatal;
+      this.pendingFatal = null;
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     return new Promise<void>((resolve, reject) => {
       this.running = true;
@@ -184,6 +195,7 @@ class Loop {
     if (!this.waiting || fireTime >= this.waitDeadline) return;
     if (this.waitTimer !== null) clearTimeout(this.waitTimer);
     const ms = Math.max(0, Math.floor((fireTime - nowSeconds()) * 1000) + 1);
+    this.timerDriven = true;
     this.armWait(ms);
   }
 
@@ -203,6 +215,7 @@ class Loop {
     if (this.evCount === 0 && timeout !== 0 && !closedOutside) {
       this.waiting = true;
       this.waitDeadline = Infinity;
+      this.waitStart = nowSeconds();
       if (timeout > 0) this.armWait(timeout);
       return;
     }
@@ -217,11 +230,36 @@ class Loop {
 
   private readonly onWaitTimeout = (gen: number): void => {
     if (gen !== this.generation || !this.waiting) return;
+    this.waitTimer = null;
+    if (this.timerDriven && this.keepWaiting()) return;
     this.waiting = false;
     this.waitTimer = null;
     this.collect();
     this.finishIteration(gen);
   };
+
+  /**
+   * A timer-driven wait ended but no timer is due: the timer was cancelled (or Node's timer
+   * fired early by its cached clock). Wait on for the next live timer or the loop timeout.
+   */
+  private keepWaiting(): boolean {
+    const now = nowSeconds();
+    const head = this.timers.peek();
+    if (head !== undefined && head.fireTime <= now) return false;
+    let ms = head === undefined ? Infinity : Math.floor((head.fireTime - now) * 1000) + 1;
+    this.timerDriven = head !== undefined;
+    if (this.loopTimeout >= 0) {
+      const rest = Math.ceil((this.waitStart - now) * 1000 + this.loopTimeout);
+      if (rest <= 0) return false;
+      if (rest <= ms) {
+        ms = rest;
+        this.timerDriven = false;
+      }
+    }
+    this.waitDeadline = Infinity;
+    if (ms !== Infinity) this.armWait(ms);
+    return true;
+  }
 
   private finishIteration(gen: number): void {
     this.dispatch(gen);
@@ -239,7 +277,10 @@ class Loop {
   private runTimers(gen: number): number {
     const timers = this.timers;
     let head = timers.peek();
-    if (head === undefined) return this.loopTimeout;
+    if (head === undefined) {
+      this.timerDriven = false;
+      return this.loopTimeout;
+    }
     const now = nowSeconds();
     while (head !== undefined && head.fireTime <= now) {
       timers.pop();
@@ -255,9 +296,13 @@ class Loop {
       }
       head = timers.peek();
     }
-    if (head === undefined) return this.loopTimeout;
+    if (head === undefined) {
+      this.timerDriven = false;
+      return this.loopTimeout;
+    }
     const ms = Math.floor((head.fireTime - now) * 1000) + 1;
-    return this.loopTimeout < 0 ? ms : Math.min(this.loopTimeout, ms);
+    this.timerDriven = this.loopTimeout < 0 || ms < this.loopTimeout;
+    return this.timerDriven ? ms : this.loopTimeout;
   }
 
   /** Snapshot the ready events: (object, mask) pairs in readiness order, then raw fds. */
@@ -372,8 +417,10 @@ class Loop {
     try {
       this.errorHandler(err, context);
     } catch (fatal) {
+      // Outside a running loop (an accept error between runs) there is no promise to
+      // reject yet: the next EventLoop() rejects with it instead of an uncaught exception.
       if (this.running) this.stop(fatal, true);
-      else throw fatal;
+      else this.pendingFatal ??= { err: fatal };
     }
   }
 
@@ -459,6 +506,7 @@ class Loop {
   }
 
   reset(): void {
+    this.pendingFatal = null;
     const wasRunning = this.running;
     for (const obj of [...this.map.values()]) obj[kResetClose]('reset', true);
     for (let i = 0; i < this.closeObjs.length; i++) {

@@ -99,9 +99,11 @@ export class Listener extends DangaSocket {
     }
   }
 
-  /** A listener error: report it and stop listening. */
+  /** A listener error: report it to the error handler and stop listening. */
   override eventErr(): void {
+    const err = this.osError;
     this.close('listen_error');
+    if (err !== undefined) loop.report(err, { kind: 'accept', object: this });
   }
 
   override eventHup(): void {

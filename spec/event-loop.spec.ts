@@ -296,3 +296,40 @@ describe('HaveEpoll / WatchedSockets / ToClose', () => {
     client.destroy();
   });
 });
+
+describe('waking from outside the loop', () => {
+  it('a timer cancelled while the loop waits for it does not wake the loop', async () => {
+    let plcCalls = 0;
+    const t = DangaSocket.AddTimer(0.3, () => {});
+    DangaSocket.AddTimer(0.8, () => {});
+    setTimeout(() => t.cancel(), 100);
+    DangaSocket.SetPostLoopCallback(() => ++plcCalls < 1);
+    const t0 = Date.now();
+    await DangaSocket.EventLoop();
+    // Woken by the 0.8 s timer only: one PLC call, not one at 0.3 s.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(750);
+    expect(plcCalls).toBe(1);
+  });
+
+  it('an object wrapped from outside the loop wakes it, so PLCs see it at once', async () => {
+    const p = await tcpPair();
+    let seen = 0;
+    DangaSocket.SetPostLoopCallback((map) => {
+      seen = map.size;
+      return seen === 0;
+    });
+    setTimeout(() => new Quiet(p.server), 50);
+    const t0 = Date.now();
+    await DangaSocket.EventLoop();
+    expect(seen).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    p.client.destroy();
+  });
+
+  it('read(n) with 0 < n < 1 returns null, like read(0)', async () => {
+    const p = await tcpPair();
+    const q = new Quiet(p.server);
+    expect(q.read(0.5)).toBeNull();
+    p.close();
+  });
+});
