@@ -296,7 +296,7 @@ export class StreamSocket extends DangaSocket {
 
   override eventErr(): void {
     if (this.closed) return;
-    const err = this.socketError('error');
+    const err = this.failureError('error');
     if (this.eofSeen) this.onWriteError(err);
     else this.onReadError(err);
     this.close(errnoOf(err) === 'ECONNRESET' ? 'ECONNRESET' : 'error');
@@ -355,7 +355,7 @@ export class StreamSocket extends DangaSocket {
       WRITE_FAILURES.has(reason)
     ) {
       this.writeFailed = true;
-      this.onWriteError(this.socketError(reason));
+      this.onWriteError(this.failureError(reason));
     }
     super.close(reason);
   }
@@ -450,16 +450,18 @@ export class StreamSocket extends DangaSocket {
       this.drain(true);
       if (this.closed) return;
       this.onReadEof();
-      if (!this.closed && this.closeOnReadEof) this.closeWhenEmpty('eof');
+      if (!this.closed && this.closeOnReadEof && !this.closingWhenEmpty) this.closeWhenEmpty('eof');
       return;
     }
-    const err = this.socketError('read_error');
+    const err = this.failureError('read_error');
     this.onReadError(err);
     this.close(errnoOf(err) === 'ECONNRESET' ? 'ECONNRESET' : 'read_error');
   }
 
-  /** The socket's own error if Node kept one, else an errno-style error with `code`. */
-  private socketError(code: string): Error {
+  /** The socket's own error if one is known, else an errno-style error with `code`. */
+  private failureError(code: string): Error {
+    const known = this.osError;
+    if (known !== undefined) return known;
     const sock = this.sock();
     const errored: unknown = sock instanceof net.Socket ? sock.errored : null;
     // isNativeError, not instanceof: the error may come from another realm (vm contexts).
