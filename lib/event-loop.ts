@@ -125,8 +125,6 @@ class Loop {
   private evMasks: number[] = [];
   private evOther: number[] = [];
   private evCount = 0;
-  /** `closeObjs.length` when the last iteration ended; more means closes from outside the loop. */
-  private closesAtIterationEnd = 0;
 
   run(): Promise<void> {
     if (this.running) {
@@ -206,13 +204,12 @@ class Loop {
 
   private readonly iterate = (gen: number): void => {
     if (gen !== this.generation) return;
-    // A close() made between two iterations (a signal handler, a promise) must not wait for
-    // the next event: wake() only covers closes made while waiting.
-    const closedOutside = this.closeObjs.length > this.closesAtIterationEnd;
     const timeout = this.runTimers(gen);
     if (gen !== this.generation) return;
     this.collect();
-    if (this.evCount === 0 && timeout !== 0 && !closedOutside) {
+    // A pending close (made by a timer, a PLC, or outside the loop) is work: don't wait for
+    // the next event before really closing it (Danga would block in epoll_wait here).
+    if (this.evCount === 0 && timeout !== 0 && this.closeObjs.length === 0) {
       this.waiting = true;
       this.waitDeadline = Infinity;
       this.waitStart = nowSeconds();
@@ -265,7 +262,6 @@ class Loop {
     this.dispatch(gen);
     if (gen !== this.generation) return;
     const keep = this.postEventLoop(gen);
-    this.closesAtIterationEnd = this.closeObjs.length;
     if (!keep) {
       if (gen === this.generation) this.stop();
       return;
@@ -515,7 +511,6 @@ class Loop {
     }
     this.closeObjs = [];
     this.closeHandles = [];
-    this.closesAtIterationEnd = 0;
     this.map.clear();
     this.candidates.clear();
     this.pushbackSet.clear();

@@ -82,13 +82,8 @@ function deliver(sig: NodeJS.Signals): void {
         loop.report(err, { kind: 'timer' });
       }
     }
-    // Closes made in a timer pass are reaped only after the loop's next wait (Danga order), and
-    // a shutdown handler's closes must not wait for the next event: end that wait at once.
-    if (loop.closeObjs.length > 0) DangaSocket.AddTimer(0, noop);
   });
 }
-
-function noop(): void {}
 
 /**
  * Call `cb` once per delivery of signal `name` (`'SIGHUP'` or `'HUP'`), inside a loop

@@ -333,3 +333,24 @@ describe('waking from outside the loop', () => {
     p.close();
   });
 });
+
+describe('deferred closes', () => {
+  it('a close made in a timer reaches the peer without waiting for another event', async () => {
+    const p = await tcpPair();
+    const q = new Quiet(p.server);
+    const ended = new Promise<number>((resolve) => {
+      p.client.on('end', () => resolve(Date.now()));
+      p.client.resume();
+    });
+    DangaSocket.AddTimer(0.05, () => q.close('idle'));
+    DangaSocket.SetPostLoopCallback(() => true);
+    const running = DangaSocket.EventLoop();
+    const t0 = Date.now();
+    const at = await ended;
+    expect(at - t0).toBeLessThan(1000);
+    await expect(q.whenClosed()).resolves.toBe('idle');
+    DangaSocket.Reset();
+    await running;
+    p.close();
+  });
+});
