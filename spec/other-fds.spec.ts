@@ -112,7 +112,8 @@ function fifo(): { rfd: number; wfd: number; cleanup(): void } {
   });
 
   it('ignores TCP_CORK on Unix sockets (ENOPROTOOPT/EOPNOTSUPP) and keeps the flag unchanged', async () => {
-    const sockPath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'danga-u-')), 's');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'danga-u-'));
+    const sockPath = path.join(dir, 's');
     const srv = net.createServer({ allowHalfOpen: true });
     await new Promise<void>((r) => srv.listen(sockPath, r));
     const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
@@ -128,6 +129,7 @@ function fifo(): { rfd: number; wfd: number; cleanup(): void } {
     expect(u.closed).toBe(false);
     expect(u.isCorked).toBe(false);
     c.destroy();
-    srv.close();
+    await new Promise<void>((r) => srv.close(() => r()));
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
