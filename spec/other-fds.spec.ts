@@ -129,6 +129,7 @@ function fifo(): { rfd: number; wfd: number; cleanup(): void } {
     expect(u.closed).toBe(false);
     expect(u.isCorked).toBe(false);
     c.destroy();
+    DangaSocket.Reset();
     await new Promise<void>((r) => srv.close(() => r()));
     fs.rmSync(dir, { recursive: true, force: true });
   });
