@@ -1,14 +1,8 @@
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError } from '../lib';
-import { runUntil, tcpPair } from './helpers';
+import { Quiet, runUntil, tcpPair } from './helpers';
 
 afterEach(() => DangaSocket.Reset());
-
-class Quiet extends DangaSocket {
-  override eventRead(): void {}
-  override eventErr(): void {}
-  override eventHup(): void {}
-}
 
 describe('DangaSocket.EventLoop', () => {
   it('runs exactly 4 iterations with LoopTimeout 250 when the 4th PLC call returns false (t/05)', async () => {

@@ -1,6 +1,6 @@
 import type * as net from 'node:net';
 import { DangaSocket, Listener } from '../lib';
-import { runUntil } from './helpers';
+import { Echo, runUntil } from './helpers';
 import {
   LOAD_CLIENT,
   fdCount,
@@ -18,25 +18,6 @@ afterEach(async () => {
   await killChildren();
   DangaSocket.Reset();
 });
-
-/** Echo everything; close on EOF, error or hang-up. */
-class Echo extends DangaSocket {
-  constructor(sock: net.Socket) {
-    super(sock);
-    this.watchRead(true);
-  }
-  override eventRead(): void {
-    const buf = this.read(65536);
-    if (buf === null) this.close('eof');
-    else if (buf.length > 0) this.write(buf);
-  }
-  override eventErr(): void {
-    this.close('err');
-  }
-  override eventHup(): void {
-    this.close('hup');
-  }
-}
 
 interface Report {
   phase: string;

@@ -57,3 +57,29 @@ export async function closedPort(): Promise<number> {
   await new Promise<void>((resolve) => srv.close(() => resolve()));
   return port;
 }
+
+/** A DangaSocket that ignores every event (for tests that only need an object). */
+export class Quiet extends DangaSocket {
+  override eventRead(): void {}
+  override eventErr(): void {}
+  override eventHup(): void {}
+}
+
+/** Echo everything; close on EOF, error or hang-up. */
+export class Echo extends DangaSocket {
+  constructor(sock: net.Socket) {
+    super(sock);
+    this.watchRead(true);
+  }
+  override eventRead(): void {
+    const buf = this.read(65536);
+    if (buf === null) this.close('eof');
+    else if (buf.length > 0) this.write(buf);
+  }
+  override eventErr(): void {
+    this.close('err');
+  }
+  override eventHup(): void {
+    this.close('hup');
+  }
+}

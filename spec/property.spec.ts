@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as fc from 'fast-check';
 import { DangaSocket } from '../lib';
-import { runUntil, tcpPair } from './helpers';
+import { Quiet, runUntil, tcpPair } from './helpers';
 
 // Issue 4, property tests: however a byte stream is cut into writes, callbacks and reads (with
 // pushbacks), the bytes arrive whole and in order, and callbacks run in order. Every stream is
@@ -13,12 +13,6 @@ afterEach(() => {
   DangaSocket.Reset();
   for (const s of sockets.splice(0)) s.destroy();
 });
-
-class Quiet extends DangaSocket {
-  override eventRead(): void {}
-  override eventErr(): void {}
-  override eventHup(): void {}
-}
 
 async function pair(): Promise<{ server: net.Socket; client: net.Socket }> {
   const p = await tcpPair();

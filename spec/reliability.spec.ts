@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError, Listener, type ErrorContext } from '../lib';
-import { closedPort, tcpPair } from './helpers';
+import { Echo, closedPort, tcpPair } from './helpers';
 
 // Issue 4, faults: whatever goes wrong on one object, that object ends closed with the right
 // reason, every other connection keeps its bytes, and the loop keeps running.
@@ -19,25 +19,6 @@ async function pair(): Promise<{ server: net.Socket; client: net.Socket }> {
   peers.add(p.client);
   peers.add(p.server);
   return p;
-}
-
-/** Echo everything back; close on EOF ('eof'), err ('err') or hup ('hup'). */
-class Echo extends DangaSocket {
-  constructor(sock: net.Socket) {
-    super(sock);
-    this.watchRead(true);
-  }
-  override eventRead(): void {
-    const buf = this.read(65536);
-    if (buf === null) this.close('eof');
-    else if (buf.length > 0) this.write(buf);
-  }
-  override eventErr(): void {
-    this.close('err');
-  }
-  override eventHup(): void {
-    this.close('hup');
-  }
 }
 
 /** Records its hooks; override what a test needs. */

@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import { PassThrough } from 'node:stream';
 import * as fc from 'fast-check';
 import { DangaSocket, DangaSocketError, Listener } from '../lib';
-import { tcpPair } from './helpers';
+import { Quiet, tcpPair } from './helpers';
 
 // Issue 4, bad input: every public function and constructor of DangaSocket and Listener
 // checks its arguments and throws DangaSocketError DS_ERR_INVALID_ARG (API §8), with no
@@ -14,12 +14,6 @@ afterEach(() => {
   DangaSocket.Reset();
   for (const s of sockets.splice(0)) s.destroy();
 });
-
-class Quiet extends DangaSocket {
-  override eventRead(): void {}
-  override eventErr(): void {}
-  override eventHup(): void {}
-}
 
 /** An object on an unconnected socket: enough for argument checks, no I/O. */
 function quiet(): Quiet {
