@@ -6,6 +6,7 @@
 //   node bench/load.js --mode idle  --port P [--conns 10000]   (prints ESTABLISHED, holds until stdin ends)
 // Last line: RESULT {json} with msgs_per_s, MB_per_s, p50_us, p99_us, errors, mismatches.
 const net = require('node:net');
+const { performance } = require('node:perf_hooks');
 
 function parse(argv) {
   const o = { mode: 'echo', port: 0, conns: 50, inflight: 1, bytes: 64, duration: 5, warmup: 1 };
