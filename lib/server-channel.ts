@@ -1,4 +1,5 @@
 import type * as net from 'node:net';
+import { useFastAccept } from './fast-accept';
 import { POLLERR, POLLHUP, POLLIN } from './internal';
 
 /**
@@ -59,6 +60,8 @@ export class ServerChannel {
     sock.on('connection', onConnection);
     sock.on('error', onError);
     sock.on('close', onClose);
+    if (sock.listening) useFastAccept(sock);
+    else sock.once('listening', () => useFastAccept(sock));
   }
 
   readiness(): number {

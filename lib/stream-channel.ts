@@ -1,4 +1,5 @@
 import type * as net from 'node:net';
+import { isOnreadSocket, setDeliver } from './fast-accept';
 import { POLLERR, POLLHUP, POLLIN, POLLOUT } from './internal';
 
 /**
@@ -47,6 +48,20 @@ function onData(this: ChannelSocket, chunk: Buffer): void {
   }
   ch.owner.notify();
 }
+// Chunks of sockets that read through `onread` (already copied out of the shared buffer).
+// Returns false to stop reading at the high-water mark; undefined: no channel, push instead.
+setDeliver((sock, chunk) => {
+  const ch = (sock as ChannelSocket)[kChannel];
+  if (ch === undefined) return undefined;
+  ch.rx.push(chunk);
+  ch.rxBytes += chunk.length;
+  ch.owner.notify();
+  if (ch.rxBytes >= RX_HIGH_WATER) {
+    ch.rxPaused = true;
+    return false;
+  }
+  return true;
+});
 function onEnd(this: ChannelSocket): void {
   const ch = this[kChannel];
   if (ch === undefined) return;
@@ -100,7 +115,18 @@ export class StreamChannel {
       this.completed++;
       if (this.completed === this.waitFor) owner.notify();
     };
-    sock.on('data', onData);
+    if (!isOnreadSocket(sock)) {
+      sock.on('data', onData);
+    } else if (sock.readableLength > 0) {
+      // Bytes put back into a stolen socket wait in its stream buffer: take them first.
+      let chunk: unknown;
+      while ((chunk = sock.read()) !== null) {
+        if (Buffer.isBuffer(chunk)) {
+          this.rx.push(chunk);
+          this.rxBytes += chunk.length;
+        }
+      }
+    }
     sock.on('end', onEnd);
     sock.on('error', onError);
     sock.on('close', onClose);
