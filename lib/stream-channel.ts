@@ -92,14 +92,10 @@ export class StreamChannel {
   error: Error | null = null;
   /** The socket was closed under us (destroyed by someone else, or after an error). */
   gone = false;
-  /** Writes submitted to Node, and write callbacks received (they arrive in order). */
-  private submitted = 0;
-  private completed = 0;
-  /** The submission a partial write left in flight: unwritable until its callback. */
-  private waitFor = 0;
+  /** A partial write's remainder is still owned by libuv: unwritable until it is done. */
+  private inflight = false;
   /** After a partial write: bytes libuv still owns of that submission. */
   private inflightLen = 0;
-  private readonly onWriteDone: (err?: Error | null) => void;
 
   constructor(
     readonly sock: net.Socket,
@@ -109,12 +105,6 @@ export class StreamChannel {
     s[kChannel] = this;
     // Node must never end our side on its own: Danga has no half-close.
     (sock as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
-    // A failed write also emits 'error' with the socket's real error (EPIPE, ECONNRESET);
-    // the callback may instead carry ERR_STREAM_DESTROYED or ECANCELED, so it only counts.
-    this.onWriteDone = () => {
-      this.completed++;
-      if (this.completed === this.waitFor) owner.notify();
-    };
     if (!isOnreadSocket(sock)) {
       sock.on('data', onData);
     } else if (sock.readableLength > 0) {
@@ -130,7 +120,7 @@ export class StreamChannel {
     sock.on('end', onEnd);
     sock.on('error', onError);
     sock.on('close', onClose);
-    sock.on('connect', onConnect);
+    if (sock.connecting) sock.once('connect', onConnect);
     if (sock.destroyed) this.gone = true;
     if (sock.readableEnded) this.eof = true;
     // Accepted sockets arrive paused (pauseOnConnect); read eagerly up to the high-water mark.
@@ -143,7 +133,7 @@ export class StreamChannel {
     let r = 0;
     if (this.rxBytes > 0 || this.eof || this.gone) r |= POLLIN;
     if (this.gone) return r | POLLHUP;
-    if (!this.sock.connecting && this.completed >= this.waitFor) r |= POLLOUT;
+    if (!this.sock.connecting && !this.inflight) r |= POLLOUT;
     return r;
   }
 
@@ -190,7 +180,7 @@ export class StreamChannel {
     if (this.error !== null) throw this.error;
     const sock = this.sock;
     if (sock.connecting) return EAGAIN;
-    if (this.completed < this.waitFor) return EAGAIN;
+    if (this.inflight) return EAGAIN;
     if (this.inflightLen > 0) {
       // The remainder of a partial write has reached the kernel since; report it written.
       const done = this.inflightLen;
@@ -200,11 +190,8 @@ export class StreamChannel {
     if (this.gone || sock.destroyed || sock.writableEnded) {
       throw Object.assign(new Error('write EPIPE'), { code: 'EPIPE', syscall: 'write' });
     }
-    this.submitted++;
-    sock.write(
-      off === 0 && len === buf.length ? buf : buf.subarray(off, off + len),
-      this.onWriteDone,
-    );
+    // No callback: a full write needs none, and a failed one also emits 'error'.
+    sock.write(off === 0 && len === buf.length ? buf : buf.subarray(off, off + len));
     // 'error' may have been emitted synchronously by write().
     const late = this.error as Error | null;
     if (late !== null) throw late;
@@ -212,9 +199,14 @@ export class StreamChannel {
     // What libuv could not write synchronously; without a handle, assume all is queued.
     const queued =
       h === undefined ? (sock.writableLength > 0 ? len : 0) : Number(h.writeQueueSize) || 0;
-    if (queued <= 0 || this.completed === this.submitted) return len;
-    this.waitFor = this.submitted;
+    if (queued <= 0) return len;
+    this.inflight = true;
     this.inflightLen = Math.min(queued, len);
+    // An empty write queued behind the partial one completes right after it: our wake-up.
+    sock.write(EMPTY, () => {
+      this.inflight = false;
+      this.owner.notify();
+    });
     return len - this.inflightLen;
   }
 
