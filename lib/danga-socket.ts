@@ -17,6 +17,8 @@ import {
   kEvents,
   kFinish,
   kHandle,
+  kNotify,
+  kOwner,
   kPushback,
   kResetClose,
   kWatchingRead,
@@ -41,12 +43,13 @@ export type WriterFunc = (buf: Buffer, length: number, offset: number) => number
 const MAX_READ = 1024 * 1024;
 
 let nextId = 100000;
-/** Handle → the open object that wraps it. */
-const owners = new WeakMap<object, DangaSocket>();
+/** A handle with our back-reference (a property, not a WeakMap entry: less memory). */
+type Owned = { [kOwner]?: DangaSocket | undefined };
 
 /** Accept errors are reported at most once per this many ms (an EMFILE storm is one report). */
 const ACCEPT_ERROR_REPORT_MS = 1000;
 
+/** A listener's link to the loop, with its accept-error rate limit. */
 class Notifier {
   private lastAcceptReport = 0;
   private suppressed = 0;
@@ -125,7 +128,7 @@ export abstract class DangaSocket {
     if (!(sock instanceof net.Socket) && !(sock instanceof net.Server)) {
       throw invalidArg(`DangaSocket expects a net.Socket or net.Server, got ${describe(sock)}`);
     }
-    const owner = owners.get(sock);
+    const owner = (sock as Owned)[kOwner];
     if (owner !== undefined) {
       if (!owner.closed) {
         throw new DangaSocketError(
@@ -140,12 +143,11 @@ export abstract class DangaSocket {
     }
     this.id = nextId++;
     this[kHandle] = sock;
-    const notifier = new Notifier(this);
     this.channel =
       sock instanceof net.Server
-        ? new ServerChannel(sock, notifier)
-        : new StreamChannel(sock, notifier);
-    owners.set(sock, this);
+        ? new ServerChannel(sock, new Notifier(this))
+        : new StreamChannel(sock, this);
+    (sock as Owned)[kOwner] = this;
     loop.map.set(this.id, this);
     // Wrapped from outside the loop (a promise, a Node callback): PLCs see it at once.
     loop.wake();
@@ -458,7 +460,7 @@ export abstract class DangaSocket {
     if (this.finished !== null) return;
     this.finished = reason;
     this[kHandle] = null;
-    owners.delete(this.channel.sock);
+    (this.channel.sock as Owned)[kOwner] = undefined;
     this.resolveClosed?.(reason);
     this.resolveClosed = null;
   }
@@ -492,7 +494,7 @@ export abstract class DangaSocket {
         ? this.channel.detach(this[kPushback])
         : this.channel.detach();
     this[kPushback] = [];
-    owners.delete(sock);
+    (sock as Owned)[kOwner] = undefined;
     loop.deferClose(this, null);
     return sock;
   }
@@ -508,6 +510,11 @@ export abstract class DangaSocket {
   }
 
   // ---- loop internals ------------------------------------------------------------------
+
+  /** @internal the channel saw data, EOF, an error, a connect or a finished write */
+  [kNotify](): void {
+    if (!this._closed) loop.markReady(this);
+  }
 
   /** @internal events to dispatch now */
   [kEvents](): number {

@@ -21,3 +21,7 @@ export const kFinish = Symbol('danga.finish');
 export const kHandle = Symbol('danga.handle');
 /** `obj[kResetClose]()`: close and destroy at once, reason `'reset'` (used by Reset). */
 export const kResetClose = Symbol('danga.resetClose');
+/** `obj[kNotify]()`: the descriptor's readiness may have changed (called by its channel). */
+export const kNotify = Symbol('danga.notify');
+/** `sock[kOwner]`: the object that wraps this handle (undefined once stolen or gone). */
+export const kOwner = Symbol('danga.owner');

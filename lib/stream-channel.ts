@@ -1,6 +1,6 @@
 import type * as net from 'node:net';
 import { isOnreadSocket, setDeliver } from './fast-accept';
-import { POLLERR, POLLHUP, POLLIN, POLLOUT } from './internal';
+import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify } from './internal';
 
 /**
  * Emulates a non-blocking, level-triggered descriptor on top of a `net.Socket`
@@ -20,7 +20,7 @@ const EMPTY = Buffer.alloc(0);
 
 interface Notifiable {
   /** Something about this descriptor's readiness may have changed. */
-  notify(): void;
+  [kNotify](): void;
 }
 
 const kChannel = Symbol('danga.channel');
@@ -46,7 +46,7 @@ function onData(this: ChannelSocket, chunk: Buffer): void {
     ch.rxPaused = true;
     this.pause();
   }
-  ch.owner.notify();
+  ch.owner[kNotify]();
 }
 // Chunks of sockets that read through `onread` (already copied out of the shared buffer).
 // Returns false to stop reading at the high-water mark; undefined: no channel, push instead.
@@ -55,7 +55,7 @@ setDeliver((sock, chunk) => {
   if (ch === undefined) return undefined;
   ch.rx.push(chunk);
   ch.rxBytes += chunk.length;
-  ch.owner.notify();
+  ch.owner[kNotify]();
   if (ch.rxBytes >= RX_HIGH_WATER) {
     ch.rxPaused = true;
     return false;
@@ -66,22 +66,22 @@ function onEnd(this: ChannelSocket): void {
   const ch = this[kChannel];
   if (ch === undefined) return;
   ch.eof = true;
-  ch.owner.notify();
+  ch.owner[kNotify]();
 }
 function onError(this: ChannelSocket, err: Error): void {
   const ch = this[kChannel];
   if (ch === undefined) return;
   if (ch.error === null) ch.error = err;
-  ch.owner.notify();
+  ch.owner[kNotify]();
 }
 function onClose(this: ChannelSocket): void {
   const ch = this[kChannel];
   if (ch === undefined) return;
   ch.gone = true;
-  ch.owner.notify();
+  ch.owner[kNotify]();
 }
 function onConnect(this: ChannelSocket): void {
-  this[kChannel]?.owner.notify();
+  this[kChannel]?.owner[kNotify]();
 }
 
 export class StreamChannel {
@@ -205,7 +205,7 @@ export class StreamChannel {
     // An empty write queued behind the partial one completes right after it: our wake-up.
     sock.write(EMPTY, () => {
       this.inflight = false;
-      this.owner.notify();
+      this.owner[kNotify]();
     });
     return len - this.inflightLen;
   }
