@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { DangaSocket } from '../lib';
+import { DangaSocket, DangaSocketError } from '../lib';
 
 /** A connected TCP pair on loopback: `server` is the accepted side (paused, half-open allowed). */
 export async function tcpPair(): Promise<{
@@ -82,4 +82,24 @@ export class Echo extends DangaSocket {
   override eventHup(): void {
     this.close('hup');
   }
+}
+
+/** The DangaSocketError `fn` throws (fails the test if it throws nothing or something else). */
+export function caught(fn: () => unknown): DangaSocketError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof DangaSocketError) return err;
+    throw err;
+  }
+  throw new Error('expected a DangaSocketError, nothing was thrown');
+}
+
+/** The OS descriptor of a socket. */
+export function fdOf(sock: net.Socket): number {
+  const handle: unknown = Reflect.get(sock, '_handle');
+  const fd: unknown =
+    typeof handle === 'object' && handle !== null ? Reflect.get(handle, 'fd') : undefined;
+  if (typeof fd !== 'number') throw new Error('socket has no fd');
+  return fd;
 }

@@ -4,7 +4,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { DangaSocketError, errnoOf } from '../lib/errors';
+import { caught, fdOf } from './helpers';
+import { errnoOf } from '../lib/errors';
 import {
   POLL_HUP,
   POLL_IN,
@@ -19,24 +20,6 @@ import { SocketAlarm } from '../lib/socket-alarm';
 
 const ADDON = path.join(__dirname, '..', 'build', 'Release', 'danga_socket.node');
 const linuxIt = process.platform === 'linux' ? it : it.skip;
-
-function caught(fn: () => unknown): DangaSocketError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof DangaSocketError) return err;
-    throw err;
-  }
-  throw new Error('expected a DangaSocketError, nothing was thrown');
-}
-
-function fdOf(sock: net.Socket): number {
-  const handle: unknown = Reflect.get(sock, '_handle');
-  const fd: unknown =
-    typeof handle === 'object' && handle !== null ? Reflect.get(handle, 'fd') : undefined;
-  if (typeof fd !== 'number') throw new Error('socket has no fd');
-  return fd;
-}
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

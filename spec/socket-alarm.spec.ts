@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as readline from 'node:readline';
+import { caught, fdOf } from './helpers';
 import { DangaSocketError } from '../lib/errors';
 import {
   EVENT_CLOSE,
@@ -22,24 +23,6 @@ const FIXTURE = path.join(__dirname, 'fixtures', 'blocking-server.js');
 // sides of the disconnect rather than with timers in this (noisy) process.
 const REACTION_MS = 200;
 const linuxDescribe = process.platform === 'linux' ? describe : describe.skip;
-
-function caught(fn: () => unknown): DangaSocketError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof DangaSocketError) return err;
-    throw err;
-  }
-  throw new Error('expected a DangaSocketError, nothing was thrown');
-}
-
-function fdOf(sock: net.Socket): number {
-  const handle: unknown = Reflect.get(sock, '_handle');
-  const fd: unknown =
-    typeof handle === 'object' && handle !== null ? Reflect.get(handle, 'fd') : undefined;
-  if (typeof fd !== 'number') throw new Error('socket has no fd');
-  return fd;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
