@@ -86,6 +86,13 @@ export function defaultErrorHandler(err: unknown, context: ErrorContext): void {
   process.stderr.write(lines.join('\n') + '\n');
 }
 
+function invokeHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
+  if (which === 0) obj.eventRead();
+  else if (which === 1) obj.eventWrite();
+  else if (which === 2) obj.eventErr();
+  else obj.eventHup();
+}
+
 class Loop {
   readonly map = new Map<number, DangaSocket>();
   readonly otherFds = new Map<number, OtherFdCallback>();
@@ -362,16 +369,14 @@ class Loop {
     }
   }
 
+  /** Call one hook; a throw closes that object and is reported. Profiled behind one check. */
   private callHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
     if (this.profiling) {
       this.callProfiled(obj, which);
       return;
     }
     try {
-      if (which === 0) obj.eventRead();
-      else if (which === 1) obj.eventWrite();
-      else if (which === 2) obj.eventErr();
-      else obj.eventHup();
+      invokeHook(obj, which);
     } catch (err) {
       this.hookFailed(obj, err, HOOK_KINDS[which]);
     }
@@ -381,10 +386,7 @@ class Loop {
     const key = obj.constructor.name + PROFILE_SUFFIX[which];
     const start = process.cpuUsage();
     try {
-      if (which === 0) obj.eventRead();
-      else if (which === 1) obj.eventWrite();
-      else if (which === 2) obj.eventErr();
-      else obj.eventHup();
+      invokeHook(obj, which);
     } catch (err) {
       this.hookFailed(obj, err, HOOK_KINDS[which]);
     } finally {
