@@ -1,3 +1,4 @@
+import * as dc from 'node:diagnostics_channel';
 import * as net from 'node:net';
 import { DangaSocket, Listener } from '../lib';
 import { isOnreadSocket } from '../lib/fast-accept';
@@ -82,5 +83,68 @@ describe('Listener accepted sockets (shared onread buffer)', () => {
     await runUntil(() => got === 'defghij');
     expect(got).toBe('defghij');
     c.destroy();
+  });
+});
+
+describe('Listener accepted sockets keep the server options Node applies', () => {
+  afterEach(() => jest.restoreAllMocks());
+
+  async function wrapServer(
+    options: net.ServerOpts,
+    onAccept: (s: net.Socket) => void,
+  ): Promise<{ port: number; server: net.Server }> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, ...options });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    new Listener(server, onAccept);
+    return { port: (server.address() as net.AddressInfo).port, server };
+  }
+
+  it('apply noDelay, keepAlive and highWaterMark, and publish net.server.socket', async () => {
+    const noDelay = jest.spyOn(net.Socket.prototype, 'setNoDelay');
+    const keepAlive = jest.spyOn(net.Socket.prototype, 'setKeepAlive');
+    const published: unknown[] = [];
+    const onPublish = (msg: unknown): void => {
+      published.push((msg as { socket: unknown }).socket);
+    };
+    dc.subscribe('net.server.socket', onPublish);
+    let accepted: net.Socket | null = null;
+    try {
+      const { port } = await wrapServer(
+        { noDelay: true, keepAlive: true, keepAliveInitialDelay: 3000, highWaterMark: 4096 },
+        (s) => {
+          accepted = s;
+          new Quiet(s);
+        },
+      );
+      const c = net.connect({ port, host: '127.0.0.1' });
+      await runUntil(() => accepted !== null);
+      const s = accepted as unknown as net.Socket;
+      expect(isOnreadSocket(s)).toBe(true);
+      expect(noDelay.mock.contexts).toContain(s);
+      expect(keepAlive.mock.calls[keepAlive.mock.contexts.indexOf(s)]).toEqual([true, 3000]);
+      expect(s.writableHighWaterMark).toBe(4096);
+      expect(published).toContain(s);
+      c.destroy();
+    } finally {
+      dc.unsubscribe('net.server.socket', onPublish);
+    }
+  });
+
+  it("leave maxConnections to Node: the extra connection is dropped with a 'drop' event", async () => {
+    const accepted: net.Socket[] = [];
+    const { port, server } = await wrapServer({}, (s) => {
+      accepted.push(s);
+      new Quiet(s);
+    });
+    server.maxConnections = 1;
+    const dropped: unknown[] = [];
+    server.on('drop', (d) => dropped.push(d));
+    const a = net.connect({ port, host: '127.0.0.1' });
+    await runUntil(() => accepted.length === 1);
+    const b = net.connect({ port, host: '127.0.0.1' });
+    await runUntil(() => dropped.length === 1);
+    expect(accepted).toHaveLength(1);
+    a.destroy();
+    b.destroy();
   });
 });
