@@ -160,7 +160,8 @@ function startIdle() {
       const sock = net.connect({ port: opts.port, host: HOST });
       socks.push(sock);
       sock.on('connect', () => sock.write('x'));
-      sock.once('data', () => {
+      sock.once('data', (d) => {
+        if (d.length !== 1 || d[0] !== 0x78) mismatches++;
         pending--;
         open++;
         if (open === opts.conns) process.stdout.write(`ESTABLISHED ${open}\n`);
