@@ -52,6 +52,32 @@ function oneLine(buffer: Buffer, eof: boolean): number {
   return eof ? buffer.length : 0;
 }
 
+/**
+ * Run the loop until the peer's send backlog either empties (false) or stays the same for
+ * `stableMs` while our loop runs (true: TCP flow control holds it). Bounded at 20 s.
+ */
+async function backlogHolds(peer: net.Socket, stableMs: number): Promise<boolean> {
+  let last = peer.writableLength;
+  let since = Date.now();
+  let holds = false;
+  await runUntil(
+    () => {
+      const now = peer.writableLength;
+      if (now === 0) return true;
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+        return false;
+      }
+      holds = Date.now() - since >= stableMs;
+      return holds;
+    },
+    20_000,
+    50,
+  );
+  return holds;
+}
+
 function captureErrors(): unknown[] {
   const errors: unknown[] = [];
   DangaSocket.setErrorHandler((err) => errors.push(err));
@@ -386,7 +412,11 @@ describe('StreamSocket read watermarks', () => {
   });
 
   it('bounds memory against a flooding peer, then delivers every byte once resumed', async () => {
-    const TOTAL = 8 * 1024 * 1024;
+    // No kernel buffer size is assumed: the peer writes until TCP flow control holds its
+    // bytes (its own send queue stops draining while our loop runs), however much the kernel
+    // took first (loopback autotuning may take tens of MiB).
+    const CHUNK = 1024 * 1024;
+    const MAX_TOTAL = 512 * CHUNK;
     const HIGH = 64 * 1024;
     const READ_LEN = 16 * 1024;
     let busy = true;
@@ -395,6 +425,7 @@ describe('StreamSocket read watermarks', () => {
     let maxBuffered = 0;
     let consumed = 0;
     const seen = crypto.createHash('sha256');
+    const sent = crypto.createHash('sha256');
     const { stream, client } = await streamPair({
       readLen: READ_LEN,
       readHighWatermark: HIGH,
@@ -415,23 +446,37 @@ describe('StreamSocket read watermarks', () => {
         s.watchRead(true);
       },
     });
-    const data = crypto.randomBytes(TOTAL);
-    client.write(data);
-    const settle = Date.now() + 400;
-    await runUntil(() => Date.now() >= settle, 2000);
+    const block = crypto.randomBytes(CHUNK);
+    let total = 0;
+    // Write while the kernel keeps taking everything; stop once a backlog stays in the
+    // client's own queue across a whole settle window of our running loop.
+    for (;;) {
+      expect(total).toBeLessThan(MAX_TOTAL);
+      client.write(block);
+      sent.update(block);
+      total += CHUNK;
+      if (client.writableLength === 0) continue;
+      if (await backlogHolds(client, 500)) break;
+    }
     expect(highs).toBe(1);
     expect(stream.readBufSize).toBeGreaterThanOrEqual(HIGH);
     expect(maxBuffered).toBeLessThan(HIGH + READ_LEN);
-    // TCP flow control holds the rest at the peer.
-    expect(client.writableLength).toBeGreaterThan(TOTAL / 2);
+    // Our buffer stays at the high mark while the loop keeps running: TCP flow control
+    // holds the rest at the peer, which still has bytes it cannot send.
+    const held = client.writableLength;
+    const buffered = stream.readBufSize;
+    expect(held).toBeGreaterThan(0);
+    expect(await backlogHolds(client, 500)).toBe(true);
+    expect(client.writableLength).toBe(held);
+    expect(stream.readBufSize).toBe(buffered);
 
     busy = false;
     stream.retryRead();
     expect(lows).toBe(1);
-    await runUntil(() => consumed >= TOTAL, 20000);
-    expect(consumed).toBe(TOTAL);
-    expect(seen.digest('hex')).toBe(crypto.createHash('sha256').update(data).digest('hex'));
-  });
+    await runUntil(() => consumed >= total, 60_000);
+    expect(consumed).toBe(total);
+    expect(seen.digest('hex')).toBe(sent.digest('hex'));
+  }, 90_000);
 
   it('pauses reading by default at the high mark (watchRead off) and resumes by default', async () => {
     let busy = true;
