@@ -1,6 +1,7 @@
 import * as net from 'node:net';
 import { DangaSocket, Listener } from '../lib';
 import { runUntil, tcpPair } from './helpers';
+import { beyondKernelBuffers } from './fill';
 
 afterEach(() => DangaSocket.Reset());
 
@@ -133,22 +134,23 @@ describe('Perlbal idioms (reference §7.B)', () => {
     const down = new Down(downPair.server);
     const up = new Up(upPair.server, down);
     down.up = up;
-    const total = 8 * 1024 * 1024;
+    // More than the kernel can hold, so `down` must queue past LIMIT while its peer does
+    // not read; the peer starts reading only once the proxy has paused `up`.
+    const total = beyondKernelBuffers() + LIMIT;
     const payload = Buffer.alloc(total);
     for (let i = 0; i < total; i++) payload[i] = (i * 31) & 0xff;
+    downPair.client.pause();
     upPair.client.end(payload);
     const received: Buffer[] = [];
     let receivedBytes = 0;
-    downPair.client.pause();
-    const slowReader = setInterval(() => {
-      let chunk: Buffer | null;
-      while ((chunk = downPair.client.read() as Buffer | null) !== null) {
-        received.push(chunk);
-        receivedBytes += chunk.length;
-      }
-    }, 5);
+    await runUntil(() => pauses > 0, 30000);
+    expect(pauses).toBeGreaterThan(0);
+    downPair.client.on('data', (chunk: Buffer) => {
+      received.push(chunk);
+      receivedBytes += chunk.length;
+    });
+    downPair.client.resume();
     await runUntil(() => receivedBytes >= total, 30000);
-    clearInterval(slowReader);
     expect(Buffer.concat(received).equals(payload)).toBe(true);
     expect(pauses).toBeGreaterThan(0);
     upPair.close();

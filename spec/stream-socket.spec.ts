@@ -9,6 +9,7 @@ import * as lib from '../lib';
 import { DangaSocket, Listener } from '../lib';
 import { StreamSocket, type StreamSocketOptions } from '../lib/stream-socket';
 import { runUntil, sleep, tcpPair } from './helpers';
+import { beyondKernelBuffers } from './fill';
 
 afterEach(() => DangaSocket.Reset());
 
@@ -506,7 +507,7 @@ describe('StreamSocket read watermarks', () => {
 
 describe('StreamSocket writing and closing', () => {
   it('delivers writes queued before and during EOF handling before closing (fix over IO::Async)', async () => {
-    const BIG = 8 * 1024 * 1024;
+    const BIG = beyondKernelBuffers();
     const { stream, client, received, ended } = await streamPair({
       onRead: (buffer, eof) => {
         const n = oneLine(buffer, eof);
@@ -534,7 +535,7 @@ describe('StreamSocket writing and closing', () => {
   });
 
   it('closeWhenEmpty flushes first; order: write callbacks, onOutgoingEmpty, close; later writes are dropped', async () => {
-    const BIG = 8 * 1024 * 1024;
+    const BIG = beyondKernelBuffers();
     const order: string[] = [];
     const { stream, client, received, ended } = await streamPair({
       onRead: (b) => b.length,
