@@ -107,7 +107,16 @@ function isBinding(value: unknown): value is NativeBinding {
   );
 }
 
+/** `DANGA_NO_NATIVE=1` (any value but empty or `0`): behave as if the addon were not built. */
+function disabledByEnv(): boolean {
+  const v = process.env['DANGA_NO_NATIVE'];
+  return v !== undefined && v !== '' && v !== '0';
+}
+
 function load(): LoadResult {
+  if (disabledByEnv()) {
+    return { error: new Error('the addon is turned off by DANGA_NO_NATIVE') };
+  }
   const files = candidateFiles();
   for (const file of files) {
     if (!fs.existsSync(file)) continue;

@@ -17,6 +17,7 @@ import {
   setTcpCork,
 } from '../lib/native';
 import { SocketAlarm } from '../lib/socket-alarm';
+import { describeNative } from './native-mode';
 
 const ADDON = path.join(__dirname, '..', 'build', 'Release', 'danga_socket.node');
 const linuxIt = process.platform === 'linux' ? it : it.skip;
@@ -99,7 +100,7 @@ function fifo(): [number, number] {
   return [readFd, writeFd];
 }
 
-describe('nativeBinding', () => {
+describeNative('nativeBinding', () => {
   afterEach(() => _setAddonPathForTesting(undefined));
 
   it('loads the built addon once and exposes the typed binding', () => {
@@ -140,7 +141,7 @@ describe('nativeBinding', () => {
   });
 });
 
-describe('setTcpCork', () => {
+describeNative('setTcpCork', () => {
   linuxIt('sets TCP_CORK visibly and delivers the corked data after uncork', async () => {
     const { client, accepted } = await connectedPair();
     const fd = fdOf(accepted);
@@ -186,7 +187,7 @@ describe('setTcpCork', () => {
   });
 });
 
-describe('createFdPoll', () => {
+describeNative('createFdPoll', () => {
   it('reports mask 1 when a FIFO is written to, level-triggered until the data is read', async () => {
     const [readFd, writeFd] = fifo();
     const masks: number[] = [];
@@ -322,7 +323,7 @@ describe('createFdPoll', () => {
   });
 });
 
-describe('environment cleanup', () => {
+describeNative('environment cleanup', () => {
   it('closes polls and cancels alarms of a terminated worker without disturbing this thread', async () => {
     const [readFd] = fifo();
     const code = `

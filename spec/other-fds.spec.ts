@@ -4,12 +4,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DangaSocket } from '../lib';
-import { getTcpCork, nativeBinding } from '../lib/native';
+import { getTcpCork } from '../lib/native';
 import { runUntil, tcpPair } from './helpers';
+import { describeNative } from './native-mode';
 
 afterEach(() => DangaSocket.Reset());
-
-const native = nativeBinding() !== undefined;
 
 function fifo(): { rfd: number; wfd: number; cleanup(): void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'danga-fifo-'));
@@ -28,7 +27,7 @@ function fifo(): { rfd: number; wfd: number; cleanup(): void } {
   };
 }
 
-(native ? describe : describe.skip)('DangaSocket.OtherFds (native)', () => {
+describeNative('DangaSocket.OtherFds (native)', () => {
   it('calls back with mask 1 inside a loop iteration when a pipe is written to', async () => {
     const f = fifo();
     const masks: number[] = [];
@@ -88,7 +87,7 @@ function fifo(): { rfd: number; wfd: number; cleanup(): void } {
   });
 });
 
-(native ? describe : describe.skip)('DangaSocket#tcpCork (native)', () => {
+describeNative('DangaSocket#tcpCork (native)', () => {
   it('sets TCP_CORK visibly with getsockopt and delivers everything after uncork', async () => {
     const p = await tcpPair();
     class W extends DangaSocket {

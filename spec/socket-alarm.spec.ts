@@ -17,12 +17,13 @@ import {
   socketAlarm,
 } from '../lib/socket-alarm';
 import type { SocketAlarmAction } from '../lib/socket-alarm';
+import { describeNative } from './native-mode';
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'blocking-server.js');
 // The one tight bound of this suite, measured with timestamps taken on both
 // sides of the disconnect rather than with timers in this (noisy) process.
 const REACTION_MS = 200;
-const linuxDescribe = process.platform === 'linux' ? describe : describe.skip;
+const linuxDescribe = process.platform === 'linux' ? describeNative : describe.skip;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
