@@ -7,8 +7,8 @@
 //                    [--echoload PATH | --echoload build] [--json FILE]
 // Prints medians and the ratios ours/raw and ours/perl: throughput, and the server's CPU per
 // message (sampled from /proc over the measured window, so a client-bound run still tells
-// which server works less). `--echoload build` compiles ../shared/tools/echoload into a
-// temporary directory (removed at exit). Loopback only. Every process started is killed at
+// which server works less). `--echoload build` compiles bench/echoload/echoload.c with `cc -O2`
+// into a temporary directory (removed at exit). Loopback only. Every process started is killed at
 // exit, also on failure; a server that dies during a run is reported, restarted, and the run
 // repeated; failed runs are left out of the medians.
 const { spawn, spawnSync } = require('node:child_process');
@@ -101,13 +101,18 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 function buildEcholoader() {
-  const src = path.join(ROOT, '..', 'shared', 'tools', 'echoload', 'echoload.c');
-  if (!fs.existsSync(src)) throw new Error(`echoload source not found at ${src}`);
+  const src = path.join(__dirname, 'echoload', 'echoload.c');
+  if (spawnSync('cc', ['--version']).status !== 0) {
+    throw new Error(
+      '--echoload build needs a C compiler, and `cc` is not on PATH ' +
+        '(Debian: apt-get install -y gcc); or pass --echoload PATH to a built echoload',
+    );
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'danga-echoload-'));
   tempDirs.push(dir);
   const bin = path.join(dir, 'echoload');
-  const r = spawnSync('gcc', ['-O2', '-o', bin, src], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`gcc failed: ${r.stderr || r.error}`);
+  const r = spawnSync('cc', ['-O2', '-o', bin, src], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cc -O2 failed: ${r.stderr || r.error}`);
   return bin;
 }
 
