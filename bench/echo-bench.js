@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 'use strict';
-// Side-by-side echo benchmark: bin/echo-server vs a raw Node `net` echo server (and the Perl
-// Danga::Socket original when installed), the same load in one run, interleaved and repeated.
+// Side-by-side echo benchmark, the same load against every server in one run, interleaved and
+// repeated: bin/echo-server (ours; ours-native once it has `--backend native`), a raw Node `net`
+// echo server, the Perl Danga::Socket original (when installed) and a C epoll server (the
+// ceiling, when `cc` exists).
 //   npm run bench -- [--quick] [--duration S] [--warmup S] [--reps N]
-//                    [--scenarios a,b,c,d,e,p] [--idle-conns N]
-//                    [--echoload PATH | --echoload build] [--json FILE]
-// Prints medians and the ratios ours/raw and ours/perl: throughput, and the server's CPU per
-// message (sampled from /proc over the measured window, so a client-bound run still tells
-// which server works less). `--echoload build` compiles bench/echoload/echoload.c with `cc -O2`
-// into a temporary directory (removed at exit). Loopback only. Every process started is killed at
-// exit, also on failure; a server that dies during a run is reported, restarted, and the run
-// repeated; failed runs are left out of the medians.
+//                    [--scenarios a,b,c,d,e,p] [--idle-conns N] [--servers NAME,...]
+//                    [--node PATH | --nodes PATH,PATH] [--echoload PATH | --echoload build]
+//                    [--json FILE]
+// Every Node server runs on the Node given by --node (default: the Node running this script);
+// --nodes runs each Node server once per Node, interleaved with the rest, named `ours@v26.12.1`.
+// Prints medians, ratios to raw Node (the same Node) and to Perl, and the server's CPU per
+// message split into user and system time (sampled from /proc over the measured window, so a
+// client-bound run still tells which server works less). The C programs (bench/echoload,
+// bench/c-echo) are compiled with `cc -O2` into a temporary directory removed at exit.
+// Loopback only. Every process started is killed at exit, also on failure; a server that dies
+// during a run is reported, restarted, and the run repeated; failed runs are left out.
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -18,6 +23,7 @@ const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 
 const ROOT = path.join(__dirname, '..');
+const ECHO_SERVER = path.join(ROOT, 'bin', 'echo-server');
 const SCENARIOS = {
   a: {
     title: '(a) ping-pong 64 B, 50 conns',
@@ -33,6 +39,7 @@ const SCENARIOS = {
   },
   d: { title: '(d) connect churn, 50 concurrent', args: { mode: 'churn', conns: 50, bytes: 64 } },
 };
+const SERVER_NAMES = ['ours', 'ours-native', 'raw', 'perl', 'c-epoll'];
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
 function parseArgs(argv) {
@@ -42,6 +49,8 @@ function parseArgs(argv) {
     reps: 3,
     scenarios: 'a,b,c,d,e,p',
     idleConns: 10000,
+    servers: SERVER_NAMES.join(','),
+    nodes: [],
     echoload: null,
     json: null,
   };
@@ -50,6 +59,7 @@ function parseArgs(argv) {
     if (!Number.isFinite(n) || n <= 0) usage(`${name} needs a positive number`);
     return n;
   };
+  const str = (name, v) => (v === undefined || v === '' ? usage(`${name} needs a value`) : v);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') {
@@ -57,10 +67,13 @@ function parseArgs(argv) {
     } else if (a === '--duration') o.duration = num(a, argv[++i]);
     else if (a === '--warmup') o.warmup = num(a, argv[++i]);
     else if (a === '--reps') o.reps = Math.round(num(a, argv[++i]));
-    else if (a === '--scenarios') o.scenarios = argv[++i] ?? '';
+    else if (a === '--scenarios') o.scenarios = str(a, argv[++i]);
     else if (a === '--idle-conns') o.idleConns = Math.round(num(a, argv[++i]));
-    else if (a === '--echoload') o.echoload = argv[++i] ?? usage('--echoload needs a path');
-    else if (a === '--json') o.json = argv[++i] ?? usage('--json needs a file');
+    else if (a === '--servers') o.servers = str(a, argv[++i]);
+    else if (a === '--node') o.nodes.push(str(a, argv[++i]));
+    else if (a === '--nodes') o.nodes.push(...str(a, argv[++i]).split(',').filter(Boolean));
+    else if (a === '--echoload') o.echoload = str(a, argv[++i]);
+    else if (a === '--json') o.json = str(a, argv[++i]);
     else if (a === '--help') {
       process.stdout.write(`${USAGE}\n`);
       process.exit(0);
@@ -69,12 +82,19 @@ function parseArgs(argv) {
   for (const s of o.scenarios.split(',')) {
     if (!(s in SCENARIOS) && s !== 'e' && s !== 'p') usage(`unknown scenario ${s}`);
   }
+  for (const s of o.servers.split(',')) {
+    if (!SERVER_NAMES.includes(s)) usage(`unknown server ${s} (known: ${SERVER_NAMES.join(', ')})`);
+  }
   if (o.idleConns > 18000) usage('--idle-conns: at most 18000 (20,000 descriptors per process)');
+  if (o.nodes.length === 0) o.nodes.push(process.execPath);
   return o;
 }
 const USAGE =
   'usage: echo-bench [--quick] [--duration S] [--warmup S] [--reps N] [--scenarios a,b,c,d,e,p]' +
-  ' [--idle-conns N] [--echoload PATH|build] [--json FILE]';
+  ` [--idle-conns N] [--servers ${SERVER_NAMES.join(',')}] [--node PATH | --nodes PATH,PATH]` +
+  ' [--echoload PATH|build] [--json FILE]';
+/** A problem with the setup or the arguments: reported as one line, without a stack. */
+class SetupError extends Error {}
 function usage(msg) {
   process.stderr.write(`echo-bench: ${msg}\n${USAGE}\n`);
   process.exit(2);
@@ -82,7 +102,7 @@ function usage(msg) {
 
 // ---- processes: every child is tracked and killed at exit ----------------------------------
 const children = new Set();
-const tempDirs = [];
+let tempDir = null;
 function track(child) {
   children.add(child);
   child.on('exit', () => children.delete(child));
@@ -90,7 +110,7 @@ function track(child) {
 }
 function cleanup() {
   for (const c of children) c.kill('SIGKILL');
-  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+  if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -100,61 +120,184 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
-function buildEcholoader() {
-  const src = path.join(__dirname, 'echoload', 'echoload.c');
-  if (spawnSync('cc', ['--version']).status !== 0) {
-    throw new Error(
-      '--echoload build needs a C compiler, and `cc` is not on PATH ' +
-        '(Debian: apt-get install -y gcc); or pass --echoload PATH to a built echoload',
-    );
-  }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'danga-echoload-'));
-  tempDirs.push(dir);
-  const bin = path.join(dir, 'echoload');
+// ---- the C programs: compiled from bench/ with `cc -O2` into one temporary directory --------
+/** `cc --version`'s first line, or null when there is no `cc` on PATH. */
+function ccVersion() {
+  const r = spawnSync('cc', ['--version'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.split('\n')[0] : null;
+}
+
+/** Compiles bench/<rel> with `cc -O2`; returns the binary's path or throws with cc's output. */
+function buildC(rel) {
+  const src = path.join(__dirname, rel);
+  tempDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'danga-bench-'));
+  const bin = path.join(tempDir, path.basename(rel, '.c'));
   const r = spawnSync('cc', ['-O2', '-o', bin, src], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`cc -O2 failed: ${r.stderr || r.error}`);
+  if (r.status !== 0) {
+    throw new Error(`cc -O2 -o ${bin} ${src} failed: ${r.stderr || r.error || r.signal}`);
+  }
   return bin;
 }
 
-const hasPerl = spawnSync('perl', ['-MDanga::Socket', '-e1']).status === 0;
-const SERVERS = [
-  {
-    name: 'ours',
-    cmd: process.execPath,
-    args: [path.join(ROOT, 'bin', 'echo-server'), '--port', '0'],
-  },
-  { name: 'raw', cmd: process.execPath, args: [path.join(__dirname, 'raw-echo-server.js'), '0'] },
-];
-if (hasPerl) {
-  SERVERS.push({
-    name: 'perl',
-    cmd: 'perl',
-    args: [path.join(__dirname, 'perl-echo-server.pl'), '0'],
+// ---- the servers -------------------------------------------------------------------------
+/** Each Node to run the Node servers on: path, version, and a name suffix when several. */
+function resolveNodes(paths) {
+  const nodes = paths.map((p) => {
+    const r = spawnSync(p, ['-p', 'process.version'], { encoding: 'utf8', timeout: 20000 });
+    const version = r.status === 0 ? r.stdout.trim() : '';
+    if (!/^v\d+\./.test(version)) {
+      throw new SetupError(
+        `--node ${p}: not a working Node binary (${r.error ?? r.stderr.trim()})`,
+      );
+    }
+    return { path: p, version, tag: '' };
   });
+  if (nodes.length > 1) {
+    for (const n of nodes) {
+      if (nodes.filter((m) => m.version === n.version).length > 1) {
+        throw new SetupError(`--nodes: two binaries are ${n.version}; give each version once`);
+      }
+      n.tag = `@${n.version}`;
+    }
+  }
+  return nodes;
 }
-const PROFILED = {
-  name: 'ours+profile',
-  cmd: process.execPath,
-  args: [path.join(ROOT, 'bin', 'echo-server'), '--port', '0', '--profile'],
-};
 
+/** Does bin/echo-server take `--backend`? (Its --help lists it once the native backend lands.) */
+function echoServerHasBackendFlag(node) {
+  const r = spawnSync(node.path, [ECHO_SERVER, '--help'], { encoding: 'utf8', timeout: 20000 });
+  return /--backend\b/.test(`${r.stdout}${r.stderr}`);
+}
+
+/**
+ * The servers to run, and the ones left out with the reason. A server spec is
+ * { name, kind, node, cmd, args, about, optional }; `node` is null for perl and c-epoll.
+ */
+function planServers(o, nodes, wanted) {
+  const want = new Set(o.servers.split(','));
+  const specs = [];
+  const skipped = [];
+  const rel = (p) => path.relative(ROOT, p);
+  const backendFlag = echoServerHasBackendFlag(nodes[0]);
+  const ours = (kind, extra, optional) => {
+    for (const node of nodes) {
+      const args = [ECHO_SERVER, '--port', '0', ...extra];
+      specs.push({
+        name: `${kind}${node.tag}`,
+        kind,
+        node,
+        cmd: node.path,
+        args,
+        about: `node ${node.version} (${node.path}): ${rel(ECHO_SERVER)} ${args.slice(1).join(' ')}`,
+        optional,
+      });
+    }
+  };
+  if (want.has('ours')) ours('ours', backendFlag ? ['--backend', 'node'] : [], false);
+  if (want.has('ours-native')) {
+    if (backendFlag) ours('ours-native', ['--backend', 'native'], true);
+    else {
+      skipped.push({
+        name: 'ours-native',
+        why: 'bin/echo-server --help lists no --backend option (no native backend in this checkout)',
+      });
+    }
+  }
+  if (want.has('ours') && wanted.includes('p')) {
+    ours('ours+profile', [...(backendFlag ? ['--backend', 'node'] : []), '--profile'], false);
+  }
+  if (want.has('raw')) {
+    for (const node of nodes) {
+      const script = path.join(__dirname, 'raw-echo-server.js');
+      specs.push({
+        name: `raw${node.tag}`,
+        kind: 'raw',
+        node,
+        cmd: node.path,
+        args: [script, '0'],
+        about: `node ${node.version} (${node.path}): ${rel(script)}`,
+        optional: false,
+      });
+    }
+  }
+  if (want.has('perl')) {
+    const r = spawnSync(
+      'perl',
+      [
+        '-MDanga::Socket',
+        '-e',
+        'printf "perl %vd, Danga::Socket %s", $^V, $Danga::Socket::VERSION',
+      ],
+      { encoding: 'utf8' },
+    );
+    if (r.status === 0) {
+      const script = path.join(__dirname, 'perl-echo-server.pl');
+      specs.push({
+        name: 'perl',
+        kind: 'perl',
+        node: null,
+        cmd: 'perl',
+        args: [script, '0'],
+        about: `${r.stdout}: ${rel(script)}`,
+        optional: false,
+      });
+    } else {
+      skipped.push({
+        name: 'perl',
+        why: 'Perl Danga::Socket not installed (Debian: apt-get install -y libdanga-socket-perl)',
+      });
+    }
+  }
+  if (want.has('c-epoll')) {
+    const cc = ccVersion();
+    if (cc === null) {
+      skipped.push({ name: 'c-epoll', why: 'no C compiler: `cc` is not on PATH' });
+    } else {
+      specs.push({
+        name: 'c-epoll',
+        kind: 'c-epoll',
+        node: null,
+        cmd: buildC(path.join('c-echo', 'epoll-echo.c')),
+        args: ['--port', '0'],
+        about: `C, cc -O2 (${cc}): bench/c-echo/epoll-echo.c`,
+        optional: false,
+      });
+    }
+  }
+  return { specs, skipped };
+}
+
+/** Starts a server and waits for its `listening on HOST:PORT` line (15 s at most). */
 function startServer(spec) {
   return new Promise((resolve, reject) => {
-    const child = track(spawn(spec.cmd, spec.args, { stdio: ['ignore', 'pipe', 'inherit'] }));
+    const child = track(spawn(spec.cmd, spec.args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
-    const onData = (d) => {
+    let err = ''; // held back until the server listens, so a failed start can quote it
+    const onOut = (d) => {
       out += d;
       const m = /listening on [^\s]*:(\d+)/.exec(out);
       if (m) {
-        child.stdout.removeListener('data', onData);
+        clearTimeout(timer);
+        child.stdout.removeListener('data', onOut);
         child.stdout.resume();
+        child.stderr.removeListener('data', onErr);
+        if (err) process.stderr.write(err);
+        child.stderr.pipe(process.stderr);
         child.removeListener('exit', onEarlyExit);
         resolve({ spec, name: spec.name, child, port: Number(m[1]), pid: child.pid });
       }
     };
-    const onEarlyExit = (code, signal) =>
-      reject(new Error(`${spec.name} exited (${signal ?? code}) before listening`));
-    child.stdout.on('data', onData);
+    const onErr = (d) => (err += d);
+    const fail = (why) => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      const tail = err.trim().split('\n').slice(-3).join(' | ');
+      reject(new Error(`${spec.name} ${why}${tail ? `: ${tail}` : ''}`));
+    };
+    const onEarlyExit = (code, signal) => fail(`exited (${signal ?? code}) before listening`);
+    const timer = setTimeout(() => fail('printed no "listening on" line in 15 s'), 15000);
+    child.stdout.on('data', onOut);
+    child.stderr.on('data', onErr);
     child.on('exit', onEarlyExit);
   });
 }
@@ -169,14 +312,14 @@ function stopServer(s) {
   });
 }
 
-/** user+system CPU seconds of a process so far (NaN once it is gone). */
-function cpuSeconds(pid) {
+/** User and system CPU seconds of a process so far (NaN once it is gone). */
+function cpuTimes(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+    return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK };
   } catch {
-    return NaN;
+    return { user: NaN, sys: NaN };
   }
 }
 
@@ -237,19 +380,22 @@ async function runLoad(server, args, o) {
   const exited = new Promise((r) => child.once('exit', r));
   const margin = Math.min(0.2, o.duration / 10);
   await sleep((o.warmup + margin) * 1000);
-  const c0 = cpuSeconds(server.pid);
+  const c0 = cpuTimes(server.pid);
   const t0 = performance.now();
   await sleep((o.duration - 2 * margin) * 1000);
-  const c1 = cpuSeconds(server.pid);
+  const c1 = cpuTimes(server.pid);
   const t1 = performance.now();
   const timeout = setTimeout(() => child.kill('SIGKILL'), (o.duration + 30) * 1000);
   await exited;
   clearTimeout(timeout);
   const r = parseResult(out, Boolean(o.echoload), args.mode);
   if (r === null) return { failed: `load generator failed: ${err.trim().slice(0, 300)}` };
-  const cpuS = c1 - c0;
-  r.server_cpu_share = cpuS / ((t1 - t0) / 1000);
-  r.cpu_us_per_msg = r.msgs_per_s > 0 ? (r.server_cpu_share / r.msgs_per_s) * 1e6 : NaN;
+  const seconds = (t1 - t0) / 1000;
+  const perMsg = (cpuS) => (r.msgs_per_s > 0 ? (cpuS / seconds / r.msgs_per_s) * 1e6 : NaN);
+  r.server_cpu_share = (c1.user - c0.user + c1.sys - c0.sys) / seconds;
+  r.user_us_per_msg = perMsg(c1.user - c0.user);
+  r.sys_us_per_msg = perMsg(c1.sys - c0.sys);
+  r.cpu_us_per_msg = r.user_us_per_msg + r.sys_us_per_msg;
   if (isDead(server)) r.failed = `${server.name} died during the run`;
   else if (!(r.msgs_per_s > 0)) r.failed = 'no message completed';
   return r;
@@ -305,49 +451,95 @@ const median = (xs) => {
 };
 const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 
+/**
+ * Median of per-repetition ratios a/b of `key`: the two runs of a pair ran close together, so
+ * drifting background load on a shared machine cancels out better than in a ratio of medians.
+ */
+function paired(runs, a, b, key) {
+  const rb = new Map((runs[b] ?? []).map((x) => [x.rep, x[key]]));
+  const out = [];
+  for (const x of runs[a] ?? []) if (rb.has(x.rep)) out.push(x[key] / rb.get(x.rep));
+  return median(out);
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  if (o.echoload === 'build') o.echoload = buildEcholoader();
-  const wanted = o.scenarios.split(',');
-  const results = {}; // scenario -> server -> [run]
-  const record = (sc, name, r) => ((results[sc] ??= {})[name] ??= []).push(r);
   const say = (s) => process.stdout.write(s);
-  say(
-    `echo-bench: ${o.reps} rep(s) x ${o.duration}s (+${o.warmup}s warm-up), servers: ` +
-      `${SERVERS.map((s) => s.name).join(', ')}${hasPerl ? '' : ' (Perl Danga::Socket not installed)'}; ` +
-      `generator: ${o.echoload ? 'echoload' : 'bench/load.js'}\n`,
-  );
+  let generator = `bench/load.js on node ${process.version} (${process.execPath})`;
+  if (o.echoload === 'build') {
+    const cc = ccVersion();
+    if (cc === null) {
+      throw new SetupError(
+        '--echoload build needs a C compiler, and `cc` is not on PATH ' +
+          '(Debian: apt-get install -y gcc); or pass --echoload PATH to a built echoload',
+      );
+    }
+    o.echoload = buildC(path.join('echoload', 'echoload.c'));
+    generator = `echoload (bench/echoload/echoload.c, cc -O2, ${cc})`;
+  } else if (o.echoload) generator = `echoload (${o.echoload})`;
+  const wanted = o.scenarios.split(',');
+  const nodes = resolveNodes(o.nodes);
+  const { specs, skipped } = planServers(o, nodes, wanted);
 
+  // Start each server once before measuring anything: ours-native may not work in this
+  // checkout (flag missing, addon not built) and is then skipped; any other failure is fatal.
+  const ready = [];
+  for (const spec of specs) {
+    try {
+      await stopServer(await startServer(spec));
+      ready.push(spec);
+    } catch (err) {
+      if (!spec.optional) throw err;
+      skipped.push({ name: spec.name, why: `failed to start: ${err.message}` });
+    }
+  }
+  const profiled = ready.filter((s) => s.kind === 'ours+profile');
+  const servers = ready.filter((s) => s.kind !== 'ours+profile');
+  const nameWidth = Math.max(...ready.map((s) => s.name.length), 8) + 1;
+  say(
+    `echo-bench ${new Date().toISOString()}: ${o.reps} rep(s) x ${o.duration}s ` +
+      `(+${o.warmup}s warm-up), scenarios ${o.scenarios}\n  generator  ${generator}\n`,
+  );
+  for (const s of ready) say(`  ${s.name.padEnd(nameWidth)} ${s.about}\n`);
+  for (const s of skipped) say(`  ${s.name.padEnd(nameWidth)} SKIPPED: ${s.why}\n`);
+  if (servers.length === 0) throw new SetupError('no server to run');
+
+  const results = {}; // scenario -> server name -> [run]
+  const record = (sc, name, r) => ((results[sc] ??= {})[name] ??= []).push(r);
   const loadScenarios = wanted.filter((w) => w in SCENARIOS || w === 'p');
   if (loadScenarios.length > 0) {
-    const specs = [...SERVERS, ...(wanted.includes('p') ? [PROFILED] : [])];
-    const servers = [];
-    for (const spec of specs) servers.push(await startServer(spec));
+    const running = [];
+    for (const spec of [...servers, ...(wanted.includes('p') ? profiled : [])]) {
+      running.push(await startServer(spec));
+    }
     for (let rep = 0; rep < o.reps; rep++) {
       for (const sc of loadScenarios) {
         const key = sc === 'p' ? 'a' : sc;
-        const pool = servers
-          .map((s, i) => i)
-          .filter((i) =>
-            sc === 'p' ? servers[i].name.startsWith('ours') : servers[i].name !== PROFILED.name,
-          );
+        const pool = running
+          .map((_, i) => i)
+          .filter((i) => {
+            const kind = running[i].spec.kind;
+            return sc === 'p'
+              ? kind === 'ours' || kind === 'ours+profile'
+              : kind !== 'ours+profile';
+          });
         // Rotate the order each repetition so no server always runs first.
         const order = pool.map((_, i) => pool[(i + rep) % pool.length]);
         for (const idx of order) {
           let r;
           for (let attempt = 0; attempt < 3; attempt++) {
-            if (isDead(servers[idx])) {
-              const s = servers[idx];
+            if (isDead(running[idx])) {
+              const s = running[idx];
               say(
                 `  ! ${s.name} is gone (${s.child.signalCode ?? s.child.exitCode}); restarting\n`,
               );
-              servers[idx] = await startServer(s.spec);
+              running[idx] = await startServer(s.spec);
             }
-            r = await runLoad(servers[idx], SCENARIOS[key].args, o);
-            if (!r.failed || !isDead(servers[idx])) break;
-            say(`  ! ${servers[idx].name} ${sc}: ${r.failed}; repeating the run\n`);
+            r = await runLoad(running[idx], SCENARIOS[key].args, o);
+            if (!r.failed || !isDead(running[idx])) break;
+            say(`  ! ${running[idx].name} ${sc}: ${r.failed}; repeating the run\n`);
           }
-          const s = servers[idx];
+          const s = running[idx];
           if (r.failed) say(`  ! ${s.name} ${sc}: ${r.failed} (left out of the medians)\n`);
           else if (r.errors || r.mismatches) {
             say(`  ! ${s.name} ${sc}: errors=${r.errors} mismatches=${r.mismatches}\n`);
@@ -355,111 +547,121 @@ async function main() {
           r.rep = rep;
           if (!r.failed) record(sc, s.name, r);
           say(
-            `  rep ${rep + 1} ${sc} ${s.name.padEnd(13)} ${fmt(r.msgs_per_s).padStart(8)} msg/s  ` +
-              `server CPU ${fmt(r.cpu_us_per_msg, 2)} us/msg (${fmt(r.server_cpu_share * 100)} %)  ` +
+            `  rep ${rep + 1} ${sc} ${s.name.padEnd(nameWidth)} ${fmt(r.msgs_per_s).padStart(8)} msg/s  ` +
+              `server CPU ${fmt(r.cpu_us_per_msg, 2)} us/msg (user ${fmt(r.user_us_per_msg, 2)}, ` +
+              `sys ${fmt(r.sys_us_per_msg, 2)}; ${fmt(r.server_cpu_share * 100)} % of a core)  ` +
               `p50 ${r.p50_us} us  p99 ${r.p99_us} us\n`,
           );
         }
       }
     }
-    for (const s of servers) await stopServer(s);
+    for (const s of running) await stopServer(s);
   }
 
   if (wanted.includes('e')) {
     for (let rep = 0; rep < o.reps; rep++) {
-      for (let i = 0; i < SERVERS.length; i++) {
-        const spec = SERVERS[(i + rep) % SERVERS.length];
+      for (let i = 0; i < servers.length; i++) {
+        const spec = servers[(i + rep) % servers.length];
         const perConn = await idleRss(spec, o.idleConns, o);
-        record('e', spec.name, { bytes_per_conn: perConn });
-        say(`  rep ${rep + 1} e ${spec.name.padEnd(13)} ${fmt(perConn)} B/conn\n`);
+        record('e', spec.name, { rep, bytes_per_conn: perConn });
+        say(`  rep ${rep + 1} e ${spec.name.padEnd(nameWidth)} ${fmt(perConn)} B/conn\n`);
       }
     }
   }
 
-  // Ratios are medians of per-repetition ratios: the two runs of a pair ran back to back, so
-  // drifting background load on this shared machine cancels out better than in a ratio of
-  // medians (both are kept in --json).
-  const paired = (runs, a, b, key, invert) => {
-    const byRep = (n) => new Map((runs[n] ?? []).map((x) => [x.rep, x[key]]));
-    const ra = byRep(a);
-    const rb = byRep(b);
-    const out = [];
-    for (const [rep, va] of ra) {
-      const vb = rb.get(rep);
-      if (vb !== undefined) out.push(invert ? vb / va : va / vb);
-    }
-    return median(out);
-  };
+  // Each server is compared with raw Node on the same Node; perl and c-epoll with raw Node on
+  // the first Node given.
+  const rawOf = (spec) => `raw${(spec.node ?? nodes[0]).tag}`;
   const lines = [
     '',
-    'Throughput (msg/s; connections/s in d), medians; ratios are medians of per-repetition ratios.',
-    'Server CPU per message (us), medians; raw/ours > 1 means ours spends less CPU.',
-    '',
-    '| scenario | ours | raw | perl | ours/raw | ours/perl | CPU ours | CPU raw | CPU perl | CPU raw/ours | CPU perl/ours | p50/p99 us ours | raw | perl |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    'Medians over the repetitions. x raw and x perl: medians of per-repetition throughput',
+    'ratios (> 1 = faster). CPU: server CPU microseconds per message (per connection in d),',
+    'user + system; raw/x CPU > 1 = spends less CPU than raw Node.',
   ];
   const summary = {};
   for (const sc of ['a', 'b', 'c', 'd']) {
     const r = results[sc];
     if (!r) continue;
-    const m = (n, k = 'msgs_per_s') => median((r[n] ?? []).map((x) => x[k]));
-    const lat = (n) => `${fmt(m(n, 'p50_us'))}/${fmt(m(n, 'p99_us'))}`;
-    const s = (summary[sc] = {
-      ours_raw: paired(r, 'ours', 'raw', 'msgs_per_s', false),
-      ours_perl: paired(r, 'ours', 'perl', 'msgs_per_s', false),
-      cpu_raw_ours: paired(r, 'ours', 'raw', 'cpu_us_per_msg', true),
-      cpu_perl_ours: paired(r, 'ours', 'perl', 'cpu_us_per_msg', true),
-    });
-    for (const n of ['ours', 'raw', 'perl']) {
-      s[n] = {
-        msgs_per_s: m(n),
-        cpu_us_per_msg: m(n, 'cpu_us_per_msg'),
-        p50_us: m(n, 'p50_us'),
-        p99_us: m(n, 'p99_us'),
-        runs: (r[n] ?? []).length,
-      };
-    }
     lines.push(
-      `| ${SCENARIOS[sc].title} | ${fmt(m('ours'))} | ${fmt(m('raw'))} | ${fmt(m('perl'))} ` +
-        `| ${fmt(s.ours_raw, 2)} | ${fmt(s.ours_perl, 2)} ` +
-        `| ${fmt(m('ours', 'cpu_us_per_msg'), 2)} | ${fmt(m('raw', 'cpu_us_per_msg'), 2)} ` +
-        `| ${fmt(m('perl', 'cpu_us_per_msg'), 2)} | ${fmt(s.cpu_raw_ours, 2)} | ${fmt(s.cpu_perl_ours, 2)} ` +
-        `| ${lat('ours')} | ${lat('raw')} | ${lat('perl')} |`,
+      '',
+      `${SCENARIOS[sc].title}`,
+      '',
+      `| server | ${sc === 'd' ? 'conns/s' : 'msg/s'} | x raw | x perl | CPU us | user | sys | raw/x CPU | p50/p99 us | runs |`,
+      '|---|--:|--:|--:|--:|--:|--:|--:|---|--:|',
     );
+    summary[sc] = {};
+    for (const spec of servers) {
+      const runs = r[spec.name] ?? [];
+      const m = (k) => median(runs.map((x) => x[k]));
+      const s = (summary[sc][spec.name] = {
+        msgs_per_s: m('msgs_per_s'),
+        vs_raw: paired(r, spec.name, rawOf(spec), 'msgs_per_s'),
+        vs_perl: paired(r, spec.name, 'perl', 'msgs_per_s'),
+        cpu_us_per_msg: m('cpu_us_per_msg'),
+        user_us_per_msg: m('user_us_per_msg'),
+        sys_us_per_msg: m('sys_us_per_msg'),
+        cpu_raw_vs: paired(r, rawOf(spec), spec.name, 'cpu_us_per_msg'),
+        p50_us: m('p50_us'),
+        p99_us: m('p99_us'),
+        runs: runs.length,
+      });
+      lines.push(
+        `| ${spec.name} | ${fmt(s.msgs_per_s)} | ${fmt(s.vs_raw, 2)} | ${fmt(s.vs_perl, 2)} ` +
+          `| ${fmt(s.cpu_us_per_msg, 2)} | ${fmt(s.user_us_per_msg, 2)} | ${fmt(s.sys_us_per_msg, 2)} ` +
+          `| ${fmt(s.cpu_raw_vs, 2)} | ${fmt(s.p50_us)}/${fmt(s.p99_us)} | ${s.runs} |`,
+      );
+    }
   }
   if (results.e) {
-    const m = (n) => median((results.e[n] ?? []).map((x) => x.bytes_per_conn));
-    summary.e = { ours: m('ours'), raw: m('raw'), perl: m('perl') };
-    // Memory: lower is better, so the ratio is ours/raw of bytes (≤ 1.10 is the bar).
+    // Memory: lower is better; x raw is bytes over raw Node's bytes (≤ 1.10 is the bar).
     lines.push(
       '',
-      `| (e) ${o.idleConns} idle conns | ours | raw | perl | ours/raw | ours/perl |`,
-      '|---|---|---|---|---|---|',
-      `| server RSS per conn (B) | ${fmt(m('ours'))} | ${fmt(m('raw'))} | ${fmt(m('perl'))} | ${fmt(m('ours') / m('raw'), 2)} | ${fmt(m('ours') / m('perl'), 2)} |`,
+      `(e) ${o.idleConns} idle connections: server RSS growth per connection (B), lower is better`,
+      '',
+      '| server | B/conn | x raw | x perl |',
+      '|---|--:|--:|--:|',
     );
+    summary.e = {};
+    for (const spec of servers) {
+      const m = (n) => median((results.e[n] ?? []).map((x) => x.bytes_per_conn));
+      const s = (summary.e[spec.name] = {
+        bytes_per_conn: m(spec.name),
+        vs_raw: m(spec.name) / m(rawOf(spec)),
+        vs_perl: m(spec.name) / m('perl'),
+      });
+      lines.push(
+        `| ${spec.name} | ${fmt(s.bytes_per_conn)} | ${fmt(s.vs_raw, 2)} | ${fmt(s.vs_perl, 2)} |`,
+      );
+    }
   }
   if (results.p) {
-    const m = (n, k) => median((results.p[n] ?? []).map((x) => x[k]));
-    summary.p = {
-      throughput_on_off: paired(results.p, 'ours+profile', 'ours', 'msgs_per_s', false),
-      cpu_per_msg_on_off: paired(results.p, 'ours+profile', 'ours', 'cpu_us_per_msg', false),
-      ours: m('ours', 'msgs_per_s'),
-      ours_profile: m('ours+profile', 'msgs_per_s'),
-    };
-    lines.push(
-      '',
-      `profiling, (a): --profile on/off throughput ${fmt(summary.p.throughput_on_off, 3)}, ` +
-        `server CPU per message ${fmt(summary.p.cpu_per_msg_on_off, 3)}`,
-    );
+    summary.p = {};
+    lines.push('');
+    for (const node of nodes) {
+      const on = `ours+profile${node.tag}`;
+      const off = `ours${node.tag}`;
+      const s = (summary.p[off] = {
+        throughput_on_off: paired(results.p, on, off, 'msgs_per_s'),
+        cpu_per_msg_on_off: paired(results.p, on, off, 'cpu_us_per_msg'),
+      });
+      lines.push(
+        `profiling, (a), ${off}: --profile on/off throughput ${fmt(s.throughput_on_off, 3)}, ` +
+          `server CPU per message ${fmt(s.cpu_per_msg_on_off, 3)}`,
+      );
+    }
   }
   say(lines.join('\n') + '\n');
-  if (o.json) fs.writeFileSync(o.json, JSON.stringify({ options: o, summary, results }, null, 2));
+  if (o.json) {
+    const about = Object.fromEntries(ready.map((s) => [s.name, s.about]));
+    const json = { options: o, generator, servers: about, skipped, summary, results };
+    fs.writeFileSync(o.json, JSON.stringify(json, null, 2));
+  }
 }
 
 main().then(
   () => process.exit(0),
   (err) => {
-    process.stderr.write(`echo-bench: ${err.stack}\n`);
+    process.stderr.write(`echo-bench: ${err instanceof SetupError ? err.message : err.stack}\n`);
     process.exit(1);
   },
 );
