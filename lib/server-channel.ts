@@ -1,5 +1,7 @@
 import type * as net from 'node:net';
+import * as tls from 'node:tls';
 import { useFastAccept } from './fast-accept';
+import { CHANNEL_EAGAIN, type Channel, type ChannelAddress } from './internal/channel';
 import { POLLERR, POLLHUP, POLLIN } from './internal';
 
 /**
@@ -47,17 +49,21 @@ function onClose(this: ChannelServer): void {
   ch.owner.notify();
 }
 
-export class ServerChannel {
+export class ServerChannel implements Channel {
   pending: net.Socket[] = [];
   error: Error | null = null;
   gone = false;
+  private readonly event: 'connection' | 'secureConnection';
 
   constructor(
     readonly sock: net.Server,
     readonly owner: Notifiable,
   ) {
     (sock as ChannelServer)[kChannel] = this;
-    sock.on('connection', onConnection);
+    // A tls.Server's 'connection' socket is the plaintext one it is about to wrap: take its
+    // TLS sockets, once their handshake is done, instead.
+    this.event = sock instanceof tls.Server ? 'secureConnection' : 'connection';
+    sock.on(this.event, onConnection);
     sock.on('error', onError);
     sock.on('close', onClose);
     if (sock.listening) useFastAccept(sock);
@@ -78,6 +84,27 @@ export class ServerChannel {
     return 0;
   }
 
+  /** A listener is never at EOF and has no bytes: reads say "nothing now", writes would block. */
+  readonly eof = false;
+  read(): Buffer | null {
+    return null;
+  }
+  readView(): Buffer | null {
+    return null;
+  }
+  write(): number {
+    return CHANNEL_EAGAIN;
+  }
+  interest(): void {}
+  remote(): ChannelAddress | undefined {
+    return undefined;
+  }
+  local(): ChannelAddress | undefined {
+    const a = this.sock.address();
+    if (a === null || typeof a === 'string') return undefined;
+    return { ip: a.address, port: a.port, v6: a.family === 'IPv6' };
+  }
+
   osFd(): number | undefined {
     const h = (this.sock as unknown as { _handle?: { fd?: unknown } | null })._handle;
     const fd = h?.fd;
@@ -92,12 +119,12 @@ export class ServerChannel {
 
   detach(): net.Server {
     const s = this.sock as ChannelServer;
-    s.removeListener('connection', onConnection);
+    s.removeListener(this.event, onConnection);
     s.removeListener('error', onError);
     s.removeListener('close', onClose);
     delete s[kChannel];
     // Connections accepted but not taken yet go back to the server's new owner.
-    for (const p of this.pending) s.emit('connection', p);
+    for (const p of this.pending) s.emit(this.event, p);
     this.pending = [];
     return s;
   }

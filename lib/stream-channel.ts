@@ -1,5 +1,6 @@
 import type * as net from 'node:net';
 import { isOnreadSocket, setDeliver } from './fast-accept';
+import type { Channel, ChannelAddress } from './internal/channel';
 import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify } from './internal';
 
 /**
@@ -84,7 +85,7 @@ function onConnect(this: ChannelSocket): void {
   this[kChannel]?.owner[kNotify]();
 }
 
-export class StreamChannel {
+export class StreamChannel implements Channel {
   rx: Buffer[] = [];
   rxBytes = 0;
   rxPaused = false;
@@ -224,6 +225,39 @@ export class StreamChannel {
   /** Really close the socket (end of iteration). Our error listener stays attached. */
   destroy(): void {
     this.sock.destroy();
+  }
+
+  get pendingBytes(): number {
+    return this.rxBytes;
+  }
+
+  /** Node reads into its own buffers: a view is the same owned chunk. */
+  readView(n: number): Buffer | null {
+    return this.read(n);
+  }
+
+  /** Interest is the object's business here: libuv reads eagerly up to `RX_HIGH_WATER`. */
+  interest(): void {}
+
+  /** A stream accepts nothing. */
+  accept(): null {
+    return null;
+  }
+
+  remote(): ChannelAddress | undefined {
+    const s = this.sock;
+    const ip = s.remoteAddress;
+    const port = s.remotePort;
+    if (ip === undefined || port === undefined) return undefined;
+    return { ip, port, v6: s.remoteFamily === 'IPv6' };
+  }
+
+  local(): ChannelAddress | undefined {
+    const s = this.sock;
+    const ip = s.localAddress;
+    const port = s.localPort;
+    if (ip === undefined || port === undefined) return undefined;
+    return { ip, port, v6: s.localFamily === 'IPv6' };
   }
 
   /** Give the socket back, paused, with unread bytes (pushback first) put back into it. */
