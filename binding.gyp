@@ -9,7 +9,9 @@
         "src/fd_poll.cc",
         "src/loop_fds.cc",
         "src/alarm_watcher.cc",
-        "src/socket_alarm.cc"
+        "src/socket_alarm.cc",
+        "src/reuse_port.cc",
+        "src/epoll_backend.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

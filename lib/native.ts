@@ -47,6 +47,36 @@ export type NativeActionSpec = readonly (string | number)[];
 /** A peer address as `parseSockaddr` reports it: family, address or path, port (0 for unix). */
 export type NativeSockaddr = [family: 'inet' | 'inet6' | 'unix', address: string, port: number];
 
+/**
+ * The native backend's syscalls (src/epoll_backend.cc); JS-thread only. Hot-path functions
+ * return a count or `-errno` instead of throwing. Masks: 1 IN, 4 OUT, 8 ERR, 16 HUP, 32 RDHUP.
+ */
+export interface NativeEpoll {
+  /** Start reporting: `callback(count)` once per loop turn, (fd, mask) pairs in `ready`. */
+  init(callback: (count: number) => void, ready: Int32Array, readBuffer: Buffer): void;
+  /** Adjust how many things keep the process alive through the epoll poll. */
+  ref(delta: number): void;
+  read(fd: number, n: number): number;
+  write(fd: number, buf: Uint8Array, off: number, len: number): number;
+  writev(fd: number, bufs: readonly unknown[], firstOffset: number): number;
+  accept(fd: number, out: Int32Array): number;
+  socket(family: 0 | 4 | 6): number;
+  bind(fd: number, host: string, port: number): number;
+  connect(fd: number, host: string, port: number): number;
+  listen(fd: number, backlog: number): number;
+  /** op 1: add, 2: delete, 3: modify. */
+  ctl(fd: number, mask: number, op: 1 | 2 | 3): number;
+  close(fd: number): number;
+  release(fd: number): number;
+  owns(fd: number): boolean;
+  setInt(fd: number, level: number, name: number, value: number): number;
+  getInt(fd: number, level: number, name: number): number;
+  soError(fd: number): number;
+  name(fd: number, peer: boolean): [family: 0 | 4 | 6, address: string, port: number] | number;
+  shutdown(fd: number, how: 0 | 1 | 2): number;
+  readonly constants: Readonly<Record<string, number>>;
+}
+
 /** The functions the addon exports. */
 export interface NativeBinding {
   /** True where `setCork` really sets TCP_CORK (Linux); elsewhere it is a no-op. */
@@ -61,6 +91,8 @@ export interface NativeBinding {
   nodeOwnedFds(): number[];
   /** Decodes raw `struct sockaddr` bytes; undefined for unsupported families or sizes. */
   parseSockaddr(bytes: Uint8Array): NativeSockaddr | undefined;
+  /** The native backend; undefined off Linux or in an addon built before it existed. */
+  readonly epoll?: NativeEpoll | undefined;
   readonly Poll: new (fd: number, callback: (mask: number) => void) => NativePoll;
   readonly Alarm: new (
     fd: number,

@@ -2,8 +2,10 @@
 #include <napi.h>
 
 #include "alarm_watcher.h"
+#include "epoll_backend.h"
 #include "fd_poll.h"
 #include "loop_fds.h"
+#include "reuse_port.h"
 #include "socket_alarm.h"
 #include "tcp_cork.h"
 
@@ -32,6 +34,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   }
   InitTcpCork(env, exports);
   InitLoopFds(env, exports);
+  InitReusePort(env, exports);
+  InitEpollBackend(env, exports);
   exports.Set("Poll", FdPoll::Define(env));
   exports.Set("Alarm", SocketAlarmWrap::Define(env, tag));
   exports.Set("hasRdhup", Napi::Boolean::New(env, alarm::HaveRdhup()));
