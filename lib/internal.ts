@@ -25,3 +25,5 @@ export const kResetClose = Symbol('danga.resetClose');
 export const kNotify = Symbol('danga.notify');
 /** `sock[kOwner]`: the object that wraps this handle (undefined once stolen or gone). */
 export const kOwner = Symbol('danga.owner');
+/** `obj[kCreatedS]`: when the object was made (epoch seconds), for the management console. */
+export const kCreatedS = Symbol('danga.createdS');
