@@ -24,9 +24,10 @@ import {
   kResetClose,
   kWatchingRead,
 } from './internal';
+import { CHANNEL_EAGAIN, type Channel, type ChannelAddress } from './internal/channel';
 import { ServerChannel } from './server-channel';
 import { sprintf } from './sprintf';
-import { EAGAIN, StreamChannel } from './stream-channel';
+import { StreamChannel } from './stream-channel';
 import { Timer } from './timer';
 import { nativeCork, nativeOtherFds } from './native-hooks';
 
@@ -61,7 +62,7 @@ class Notifier {
   acceptError(err: Error): void {
     // libuv keeps listening on EMFILE (its reserve-descriptor trick sheds the connection),
     // so the listener recovers by itself once descriptors free up; report, don't close.
-    const now = Date.now();
+    const now = nowSeconds() * 1000; // monotonic, and fake timers drive it in tests
     if (now - this.lastAcceptReport < ACCEPT_ERROR_REPORT_MS) {
       this.suppressed++;
       return;
@@ -71,6 +72,22 @@ class Notifier {
     this.suppressed = 0;
     loop.report(err, { kind: 'accept', object: this.obj });
   }
+}
+
+/** Options of `DangaSocket.EventLoop()`. */
+export interface EventLoopOptions {
+  /** Aborting it ends the loop at the end of the current iteration and resolves the promise. */
+  signal?: AbortSignal | undefined;
+}
+
+/** Duck-typed: an AbortSignal from another realm (vm contexts, jest) fails `instanceof`. */
+function isAbortSignal(v: unknown): v is AbortSignal {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as AbortSignal).aborted === 'boolean' &&
+    typeof (v as AbortSignal).addEventListener === 'function'
+  );
 }
 
 function checkBool(name: string, v: unknown): asserts v is boolean {
@@ -103,7 +120,7 @@ export abstract class DangaSocket {
   /** @internal the wrapped handle, until it is really closed or stolen */
   [kHandle]: net.Socket | net.Server | null;
 
-  private readonly channel: StreamChannel | ServerChannel;
+  private readonly channel: Channel;
   private _closed = false;
   private _closeReason: string | undefined = undefined;
   private watchingWrite = false;
@@ -208,18 +225,36 @@ export abstract class DangaSocket {
     n = Math.floor(n);
     if (this._closed || n <= 0) return null;
     const pb = this[kPushback];
-    if (pb.length > 0) {
-      const first = pb[0] as Buffer;
-      if (first.length <= n) {
-        pb.shift();
-        if (pb.length === 0) loop.pushbackSet.delete(this);
-        return first;
-      }
-      pb[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    if (this.channel instanceof ServerChannel) return null;
+    if (pb.length > 0) return this.readPushback(pb, n);
     return this.channel.read(n < MAX_READ ? n : MAX_READ);
+  }
+
+  /**
+   * As `read(n)`, but the Buffer may be a view into memory the library reuses: valid until the
+   * next read on any object or until the hook returns, whichever is first. Copy what you keep.
+   * `write()` of such a view copies whatever the kernel did not take before queueing it.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` if `n` is not a number.
+   */
+  readView(n: number): Buffer | null {
+    if (typeof n !== 'number' || Number.isNaN(n)) {
+      throw invalidArg(`readView expects a byte count, got ${describe(n)}`);
+    }
+    n = Math.floor(n);
+    if (this._closed || n <= 0) return null;
+    const pb = this[kPushback];
+    if (pb.length > 0) return this.readPushback(pb, n);
+    return this.channel.readView(n < MAX_READ ? n : MAX_READ);
+  }
+
+  private readPushback(pb: Buffer[], n: number): Buffer {
+    const first = pb[0] as Buffer;
+    if (first.length <= n) {
+      pb.shift();
+      if (pb.length === 0) loop.pushbackSet.delete(this);
+      return first;
+    }
+    pb[0] = first.subarray(n);
+    return first.subarray(0, n);
   }
 
   /** Put bytes back to be read first (FIFO); `eventRead` runs again this iteration. */
@@ -237,6 +272,7 @@ export abstract class DangaSocket {
     checkBool('watchRead', on);
     if (this._closed || this[kWatchingRead] === on) return;
     this[kWatchingRead] = on;
+    this.channel.interest(on, this.watchingWrite);
     if (on) loop.markReady(this);
   }
 
@@ -251,6 +287,7 @@ export abstract class DangaSocket {
   private setWatchWrite(on: boolean): void {
     if (this._closed || this.watchingWrite === on) return;
     this.watchingWrite = on;
+    this.channel.interest(this[kWatchingRead], on);
     if (on) loop.markReady(this);
   }
 
@@ -299,13 +336,11 @@ export abstract class DangaSocket {
         written =
           this.writerFunc !== null
             ? this.callWriter(cur, toWrite)
-            : this.channel instanceof StreamChannel
-              ? this.channel.write(cur, this.wOffset, toWrite)
-              : EAGAIN;
+            : this.channel.write(cur, this.wOffset, toWrite);
       } catch (err) {
         const code = errnoOf(err);
         if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-          written = EAGAIN;
+          written = CHANNEL_EAGAIN;
         } else {
           this.close(
             code === 'EPIPE' ? 'EPIPE' : code === 'ECONNRESET' ? 'ECONNRESET' : 'write_error',
@@ -313,7 +348,7 @@ export abstract class DangaSocket {
           return false;
         }
       }
-      if (written === EAGAIN) {
+      if (written === CHANNEL_EAGAIN) {
         if (bypass) {
           this.wq.push(cur);
           this.wSize += cur.length;
@@ -492,10 +527,7 @@ export abstract class DangaSocket {
     if (this._closed) return null;
     this.detachCommon();
     this._closeReason = 'stolen';
-    const sock =
-      this.channel instanceof StreamChannel
-        ? this.channel.detach(this[kPushback])
-        : this.channel.detach();
+    const sock = this.channel.detach(this[kPushback]) as net.Socket | net.Server;
     this[kPushback] = [];
     (sock as Owned)[kOwner] = undefined;
     loop.deferClose(this, null);
@@ -504,7 +536,7 @@ export abstract class DangaSocket {
 
   /** The wrapped socket, or null after close/steal. */
   sock(): net.Socket | net.Server | null {
-    return this._closed ? null : this.channel.sock;
+    return this._closed ? null : (this.channel.sock as net.Socket | net.Server);
   }
 
   /** The OS descriptor where Node exposes one (diagnostics only; may be reused after close). */
@@ -531,21 +563,18 @@ export abstract class DangaSocket {
 
   /** @internal for Listener */
   protected acceptOne(): net.Socket | null {
-    return this.channel instanceof ServerChannel && !this._closed ? this.channel.accept() : null;
+    return this._closed ? null : (this.channel.accept() as net.Socket | null);
   }
 
   // ---- strings and diagnostics ---------------------------------------------------------
 
   private loadPeer(): void {
     if (this.peerIp !== undefined || this._closed) return;
-    const s = this.channel.sock;
-    if (!(s instanceof net.Socket)) return;
-    const ip = s.remoteAddress;
-    const port = s.remotePort;
-    if (ip === undefined || port === undefined) return;
-    this.peerIp = ip;
-    this.peerPort = port;
-    this.peerV6 = s.remoteFamily === 'IPv6';
+    const r = this.channel.remote();
+    if (r === undefined) return;
+    this.peerIp = r.ip;
+    this.peerPort = r.port;
+    this.peerV6 = r.v6;
   }
 
   /** The peer's IP, or undefined (closed, not connected, listener, Unix socket). */
@@ -562,18 +591,8 @@ export abstract class DangaSocket {
     return this.peerV6 ? `[${ip}]:${this.peerPort}` : `${ip}:${this.peerPort}`;
   }
 
-  private localInfo(): { ip: string; port: number; v6: boolean } | undefined {
-    if (this._closed) return undefined;
-    const s = this.channel.sock;
-    if (s instanceof net.Socket) {
-      const ip = s.localAddress;
-      const port = s.localPort;
-      if (ip === undefined || port === undefined) return undefined;
-      return { ip, port, v6: s.localFamily === 'IPv6' };
-    }
-    const a = s.address();
-    if (a === null || typeof a === 'string') return undefined;
-    return { ip: a.address, port: a.port, v6: a.family === 'IPv6' };
+  private localInfo(): ChannelAddress | undefined {
+    return this._closed ? undefined : this.channel.local();
   }
 
   /** Our local IP, or undefined. */
@@ -632,12 +651,24 @@ export abstract class DangaSocket {
   // ---- statics: the process-wide loop --------------------------------------------------
 
   /**
-   * Run loop iterations until a post-loop callback returns a falsy value.
+   * Run loop iterations until a post-loop callback returns a falsy value, or until
+   * `options.signal` aborts: then the current iteration finishes (a waiting loop wakes at
+   * once) and the promise resolves. An already-aborted signal resolves at once, running nothing.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for options that are not an object or a
+   *   `signal` that is not an AbortSignal.
    * @throws (rejects) DangaSocketError `DS_ERR_LOOP_RUNNING` if already running; rejects
    *   with whatever the error handler threw.
    */
-  static EventLoop(): Promise<void> {
-    return loop.run();
+  static EventLoop(options?: EventLoopOptions): Promise<void> {
+    if (options === undefined) return loop.run();
+    if (typeof options !== 'object' || options === null) {
+      throw invalidArg(`EventLoop expects an options object, got ${describe(options)}`);
+    }
+    const signal: unknown = options.signal;
+    if (signal !== undefined && !isAbortSignal(signal)) {
+      throw invalidArg(`EventLoop signal must be an AbortSignal, got ${describe(signal)}`);
+    }
+    return loop.run(signal);
   }
 
   /** Set (or clear with null) the global post-loop callback (runs after per-object ones). */
