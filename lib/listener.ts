@@ -2,6 +2,7 @@ import * as net from 'node:net';
 import { DangaSocket } from './danga-socket';
 import { DangaSocketError, describe, invalidArg } from './errors';
 import { loop } from './event-loop';
+import { checkReusePort, listenWith } from './internal/reuse-port';
 
 /** Where and how to listen. Default host `127.0.0.1`; `path` listens on a Unix socket. */
 export interface ListenOptions {
@@ -9,6 +10,12 @@ export interface ListenOptions {
   host?: string;
   path?: string;
   backlog?: number;
+  /**
+   * Set `SO_REUSEPORT` before binding (Linux), so several processes (or listeners) can listen
+   * on one port and the kernel spreads new connections over them. Not with `path`. Node 20
+   * needs the addon for it (`DS_ERR_NATIVE_UNAVAILABLE` without); Node ≥ 22.12 does it itself.
+   */
+  reusePort?: boolean | undefined;
 }
 
 /** Called with each accepted socket (paused, half-open allowed), typically `s => new Client(s)`. */
@@ -46,6 +53,7 @@ export class Listener extends DangaSocket {
   static listen(options: ListenOptions, onAccept: AcceptCallback): Promise<Listener> {
     // Bad arguments throw at call time (as `net.connect` and our `connect()` do).
     checkListenOptions(options);
+    if (options.reusePort === true) checkReusePort();
     if (typeof onAccept !== 'function') {
       throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
     }
@@ -64,7 +72,7 @@ export class Listener extends DangaSocket {
         );
       };
       server.once('error', onError);
-      server.listen(listenArgs, () => {
+      listenWith(server, listenArgs, options.reusePort === true, () => {
         server.removeListener('error', onError);
         try {
           resolve(new Listener(server, onAccept));
@@ -130,5 +138,11 @@ function checkListenOptions(options: unknown): asserts options is ListenOptions 
   }
   if (o.backlog !== undefined && (!Number.isInteger(o.backlog) || (o.backlog as number) < 0)) {
     throw invalidArg(`listen: backlog must be a non-negative integer, got ${describe(o.backlog)}`);
+  }
+  if (o.reusePort !== undefined && typeof o.reusePort !== 'boolean') {
+    throw invalidArg(`listen: reusePort must be a boolean, got ${describe(o.reusePort)}`);
+  }
+  if (o.reusePort === true && o.path !== undefined) {
+    throw invalidArg('listen: reusePort applies to TCP ports, not to a Unix socket path');
   }
 }

@@ -29,7 +29,7 @@ function probeFeatures(lib: typeof import('../lib'), native: typeof import('../l
   result['OtherFds'] = code(() => lib.DangaSocket.OtherFds({ 0: () => {} }));
   result['OtherFds(empty)'] = code(() => lib.DangaSocket.OtherFds({}));
   result['getTcpCork'] = code(() => native.getTcpCork(0));
-  result['setTcpCork'] = String(native.setTcpCork(0, true));
+  result['setTcpCork'] = code(() => (result['cork'] = String(native.setTcpCork(0, true))));
   return result;
 }
 
@@ -40,7 +40,7 @@ function expectUnavailable(r: Record<string, string>): void {
     expect(r[feature]).toContain('DANGA_NO_NATIVE');
   }
   expect(r['OtherFds(empty)']).toBe('ok'); // clearing needs no addon
-  expect(r['setTcpCork']).toBe('false'); // cork degrades to a flag
+  expect(r['cork']).toBe('false'); // cork degrades to a flag
 }
 
 if (NATIVE_OFF) {
