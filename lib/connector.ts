@@ -5,7 +5,9 @@
  */
 import * as dns from 'node:dns';
 import * as net from 'node:net';
+import type * as tls from 'node:tls';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
+import { clientHandshake } from './internal/tls';
 
 /** A TCP peer or local address. `host` is an IP literal; nothing is resolved. */
 export interface TcpAddress {
@@ -14,7 +16,7 @@ export interface TcpAddress {
   /** Port number, 0–65535. */
   readonly port: number;
   /** Must match `host` when given. */
-  readonly family?: 4 | 6;
+  readonly family?: 4 | 6 | undefined;
 }
 
 /** A Unix-domain socket address. */
@@ -74,47 +76,55 @@ export interface PeerLike {
 /** Options of {@link connect}. Give exactly one target: `host`, `addrs`, `addr`, `path` or `peer`. */
 export interface ConnectOptions {
   /** Name or IP literal to resolve with `lookup`; needs `port` or `service`. */
-  readonly host?: string;
+  readonly host?: string | undefined;
   /** Port for `host`, 0–65535. */
-  readonly port?: number;
+  readonly port?: number | undefined;
   /** Port for `host` as a number, a digit string or a well-known name (`'http'`, `'ssh'`, …). */
-  readonly service?: string | number;
+  readonly service?: string | number | undefined;
   /** Explicit addresses, tried in this order (not filtered by `family`). */
-  readonly addrs?: readonly Address[];
+  readonly addrs?: readonly Address[] | undefined;
   /** One explicit address. */
-  readonly addr?: Address;
+  readonly addr?: Address | undefined;
   /** Unix-domain socket path. */
-  readonly path?: string;
+  readonly path?: string | undefined;
   /** Dial the address a listening server (or `Listener`) is bound to; handy in tests. */
-  readonly peer?: PeerLike;
+  readonly peer?: PeerLike | undefined;
   /** Address family hint for `host` and `localHost` (0 = any). */
-  readonly family?: 0 | 4 | 6;
+  readonly family?: 0 | 4 | 6 | undefined;
   /** Local address to bind: an IP literal or a name resolved with `lookup`. */
-  readonly localHost?: string;
+  readonly localHost?: string | undefined;
   /** Local port to bind, 0–65535 (IO::Async silently ignored this; here it is honoured). */
-  readonly localPort?: number;
+  readonly localPort?: number | undefined;
   /** Resolver; default `dns.lookup`. IP literals are never passed to it. */
-  readonly lookup?: LookupFunction;
+  readonly lookup?: LookupFunction | undefined;
   /** Aborting rejects with `DS_ERR_ABORTED` and destroys every attempt in flight. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /** Limit for the whole operation (resolving included), in ms; `DS_ERR_TIMEOUT`. */
-  readonly timeoutMs?: number;
+  readonly timeoutMs?: number | undefined;
   /** Limit for each connection attempt, in ms; a timed-out attempt counts as a failed `connect`. */
-  readonly attemptTimeoutMs?: number;
+  readonly attemptTimeoutMs?: number | undefined;
   /** Limit for each name resolution, in ms (IO::Async's resolver default); default 10 000. */
-  readonly resolveTimeoutMs?: number;
+  readonly resolveTimeoutMs?: number | undefined;
   /** Race the addresses per RFC 8305 instead of trying them strictly one after another. */
-  readonly happyEyeballs?: boolean;
+  readonly happyEyeballs?: boolean | undefined;
   /** Happy eyeballs: delay before the next attempt starts, in ms; default 250. */
-  readonly happyEyeballsDelayMs?: number;
+  readonly happyEyeballsDelayMs?: number | undefined;
   /** Called with the connected socket just before the promise resolves. */
-  readonly onConnected?: (sock: net.Socket) => void;
+  readonly onConnected?: ((sock: net.Socket) => void) | undefined;
   /** Called with the final error (not a resolve error, unless `onResolveError` is absent). */
-  readonly onConnectError?: (err: DangaSocketError) => void;
+  readonly onConnectError?: ((err: DangaSocketError) => void) | undefined;
   /** Called with the real resolver error (IO::Async passed the string `'getaddrinfo'`). */
-  readonly onResolveError?: (err: ResolveError) => void;
+  readonly onResolveError?: ((err: ResolveError) => void) | undefined;
   /** Called once per failed attempt, including attempts ended by a timeout, abort or a faster winner. */
-  readonly onFail?: (failure: ConnectFailure) => void;
+  readonly onFail?: ((failure: ConnectFailure) => void) | undefined;
+  /**
+   * Run a TLS handshake on the connected socket (`tls.connect` options; the `socket` is ours):
+   * the promise resolves with the `tls.TLSSocket` once the handshake is done, and rejects with
+   * `DS_ERR_TLS` if it fails. For a `host` name, `servername` (SNI) and the identity check
+   * default to it. `timeoutMs` and `signal` cover the handshake too; `onConnected` gets the
+   * TLS socket.
+   */
+  readonly tls?: tls.ConnectionOptions | undefined;
 }
 
 /** `DS_ERR_RESOLVE`: a name (peer or local) or a service name could not be resolved. */
@@ -228,6 +238,7 @@ interface Checked {
   readonly onConnectError: ((err: DangaSocketError) => void) | undefined;
   readonly onResolveError: ((err: ResolveError) => void) | undefined;
   readonly onFail: ((failure: ConnectFailure) => void) | undefined;
+  readonly tls: tls.ConnectionOptions | undefined;
 }
 
 /**
@@ -251,9 +262,52 @@ interface Checked {
  *   (`timeoutMs`) or `DS_ERR_ABORTED` (`signal`).
  */
 export function connect(options: ConnectOptions): Promise<net.Socket> {
-  const op = new ConnectOperation(checkOptions(options));
+  const checked = checkOptions(options);
+  if (checked.tls !== undefined) return connectTls(checked, checked.tls);
+  const op = new ConnectOperation(checked);
   op.start();
   return op.promise;
+}
+
+/** `connect({ tls })`: the TCP operation (without `onConnected`), then the handshake. */
+function connectTls(checked: Checked, tlsOptions: tls.ConnectionOptions): Promise<net.Socket> {
+  const deadline = checked.timeoutMs === undefined ? undefined : Date.now() + checked.timeoutMs;
+  const { target, onConnected, onConnectError, onResolveError, signal } = checked;
+  // A failure delivered to a callback leaves no unhandled rejection, as without tls.
+  const delivered = (err: unknown): boolean =>
+    (err instanceof ResolveError && onResolveError !== undefined) ||
+    (err instanceof DangaSocketError && onConnectError !== undefined);
+  const run = async (): Promise<net.Socket> => {
+    const op = new ConnectOperation({ ...checked, onConnected: undefined });
+    op.start();
+    let raw: net.Socket;
+    try {
+      raw = await op.promise;
+    } catch (err) {
+      if (delivered(err)) void result.catch(noop);
+      throw err;
+    }
+    const identity = target.kind === 'host' ? target.host : raw.remoteAddress;
+    let sock: net.Socket;
+    try {
+      sock = await clientHandshake(raw, tlsOptions, identity, deadline, signal);
+    } catch (err) {
+      if (err instanceof DangaSocketError && onConnectError !== undefined) {
+        onConnectError(err);
+        void result.catch(noop);
+      }
+      throw err;
+    }
+    try {
+      onConnected?.(sock);
+    } catch (err) {
+      sock.destroy();
+      throw err;
+    }
+    return sock;
+  };
+  const result = run();
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,7 +480,17 @@ function checkOptions(options: unknown): Checked {
     onConnectError: checkFunction(o.onConnectError, 'onConnectError'),
     onResolveError: checkFunction(o.onResolveError, 'onResolveError'),
     onFail: checkFunction(o.onFail, 'onFail'),
+    tls: checkTlsOptions(o.tls),
   };
+}
+
+function checkTlsOptions(value: unknown): tls.ConnectionOptions | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value)) {
+    throw invalidArg(`tls must be a tls.ConnectionOptions object, got ${describe(value)}`);
+  }
+  if (value.socket !== undefined) throw invalidArg('tls.socket is not allowed: connect() makes it');
+  return value;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ export type DangaSocketErrorCode =
   /** The object was closed before the operation could finish. */
   | 'DS_ERR_CLOSED'
   /** A system call in the native addon failed; `cause` holds the errno error. */
-  | 'DS_ERR_SYSCALL';
+  | 'DS_ERR_SYSCALL'
+  /** The TLS handshake of `connect({ tls })` failed; `cause` holds the TLS error. */
+  | 'DS_ERR_TLS';
 
 /** The one error class of the library. `cause` holds the underlying OS or user error. */
 export class DangaSocketError extends Error {

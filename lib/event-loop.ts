@@ -39,7 +39,9 @@ export interface ErrorContext {
     | 'timer'
     | 'postLoopCallback'
     | 'otherFd'
-    | 'accept';
+    | 'accept'
+    /** A TLS handshake failed; the connection's object (if any) was closed with `'tls_error'`. */
+    | 'tls';
   /** The object whose hook threw (closed with reason `handler_error`), if any. */
   readonly object?: DangaSocket;
 }

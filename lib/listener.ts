@@ -1,15 +1,24 @@
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { DangaSocket } from './danga-socket';
 import { DangaSocketError, describe, invalidArg } from './errors';
 import { loop } from './event-loop';
 import { checkReusePort, listenWith } from './internal/reuse-port';
+import { makeServerTls, wrapServerSocket, type ServerTls } from './internal/tls';
 
 /** Where and how to listen. Default host `127.0.0.1`; `path` listens on a Unix socket. */
 export interface ListenOptions {
-  port?: number;
-  host?: string;
-  path?: string;
-  backlog?: number;
+  port?: number | undefined;
+  host?: string | undefined;
+  path?: string | undefined;
+  backlog?: number | undefined;
+  /**
+   * Serve TLS: each accepted connection reaches `onAccept` as a server-side `tls.TLSSocket`
+   * with its handshake in progress (the object reads decrypted bytes only). A failed handshake
+   * closes that connection's object with reason `'tls_error'` and is reported with context kind
+   * `'tls'`. `handshakeTimeout` defaults to 120 000 ms, as on `tls.Server`.
+   */
+  tls?: tls.TlsOptions | undefined;
   /**
    * Set `SO_REUSEPORT` before binding (Linux), so several processes (or listeners) can listen
    * on one port and the kernel spreads new connections over them. Not with `path`. Node 20
@@ -27,9 +36,13 @@ export type AcceptCallback = (sock: net.Socket) => void;
  */
 export class Listener extends DangaSocket {
   private readonly onAccept: AcceptCallback;
+  /** Set by `listen({ tls })`: accepted sockets are wrapped before `onAccept` sees them. */
+  private serverTls: ServerTls | null = null;
 
   /**
-   * Wrap a listening (or about to listen) `net.Server`; watches read at once.
+   * Wrap a listening (or about to listen) `net.Server`; watches read at once. A `tls.Server`
+   * hands out its `tls.TLSSocket`s once their handshake is done (never the plaintext socket);
+   * its failed handshakes (`'tlsClientError'`) are reported with context kind `'tls'`.
    * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a non-server or a non-function callback.
    */
   constructor(server: net.Server, onAccept: AcceptCallback) {
@@ -42,6 +55,11 @@ export class Listener extends DangaSocket {
     }
     super(server);
     this.onAccept = onAccept;
+    if (server instanceof tls.Server) {
+      server.on('tlsClientError', (err: Error) => {
+        if (!this.closed) loop.report(err, { kind: 'tls', object: this });
+      });
+    }
     this.watchRead(true);
   }
 
@@ -53,6 +71,7 @@ export class Listener extends DangaSocket {
   static listen(options: ListenOptions, onAccept: AcceptCallback): Promise<Listener> {
     // Bad arguments throw at call time (as `net.connect` and our `connect()` do).
     checkListenOptions(options);
+    const serverTls = options.tls === undefined ? null : makeServerTls(options.tls, 'listen');
     if (options.reusePort === true) checkReusePort();
     if (typeof onAccept !== 'function') {
       throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
@@ -75,7 +94,9 @@ export class Listener extends DangaSocket {
       listenWith(server, listenArgs, options.reusePort === true, () => {
         server.removeListener('error', onError);
         try {
-          resolve(new Listener(server, onAccept));
+          const l = new Listener(server, onAccept);
+          l.serverTls = serverTls;
+          resolve(l);
         } catch (err) {
           server.close();
           reject(err instanceof Error ? err : new Error(String(err)));
@@ -84,9 +105,10 @@ export class Listener extends DangaSocket {
     });
   }
 
-  /** Take one pending connection, or null if none is waiting. */
+  /** Take one pending connection (a `tls.TLSSocket` with `listen({ tls })`), or null if none is waiting. */
   accept(): net.Socket | null {
-    return this.acceptOne();
+    const s = this.acceptOne();
+    return s === null || this.serverTls === null ? s : wrapServerSocket(s, this.serverTls);
   }
 
   /** The bound address (as `net.Server#address()`), or null once closed. */
