@@ -13,6 +13,12 @@ export type {
 } from './danga-socket';
 export { Listener } from './listener';
 export type { AcceptCallback, ListenOptions } from './listener';
+export { ManagementConsole } from './management-console';
+export type {
+  ConsoleCommand,
+  ConsoleCommands,
+  ManagementConsoleOptions,
+} from './management-console';
 export { connect, ConnectError, ResolveError } from './connector';
 export type {
   Address,
