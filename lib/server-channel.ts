@@ -2,6 +2,7 @@ import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import { useFastAccept } from './fast-accept';
 import { CHANNEL_EAGAIN, type Channel, type ChannelAddress } from './internal/channel';
+import { osFd } from './internal/node-internals';
 import { POLLERR, POLLHUP, POLLIN } from './internal';
 
 /**
@@ -106,9 +107,7 @@ export class ServerChannel implements Channel {
   }
 
   osFd(): number | undefined {
-    const h = (this.sock as unknown as { _handle?: { fd?: unknown } | null })._handle;
-    const fd = h?.fd;
-    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+    return osFd(this.sock);
   }
 
   destroy(): void {

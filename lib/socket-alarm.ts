@@ -4,6 +4,7 @@
 import * as net from 'node:net';
 import * as os from 'node:os';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
+import { osFd } from './internal/node-internals';
 import { requireNative } from './native';
 import type { NativeActionSpec, NativeAlarm, NativeBinding } from './native';
 
@@ -95,10 +96,8 @@ function isFdNumber(value: unknown): value is number {
 
 function socketFd(sock: net.Socket, where: string): number {
   if (sock.destroyed) throw invalidArg(`${where}: the socket is destroyed`);
-  const handle: unknown = Reflect.get(sock, '_handle');
-  const fd: unknown =
-    typeof handle === 'object' && handle !== null ? Reflect.get(handle, 'fd') : undefined;
-  if (!isFdNumber(fd)) {
+  const fd = osFd(sock);
+  if (fd === undefined || !isFdNumber(fd)) {
     throw invalidArg(
       `${where}: the socket has no OS descriptor (not connected yet, or not a Unix platform)`,
     );

@@ -1,6 +1,7 @@
 import type * as net from 'node:net';
 import { isOnreadSocket, setDeliver } from './fast-accept';
 import type { Channel, ChannelAddress } from './internal/channel';
+import { osFd, unsentBytes } from './internal/node-internals';
 import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify } from './internal';
 
 /**
@@ -26,16 +27,6 @@ interface Notifiable {
 
 const kChannel = Symbol('danga.channel');
 type ChannelSocket = net.Socket & { [kChannel]?: StreamChannel };
-
-interface HandleWithQueue {
-  writeQueueSize?: unknown;
-  fd?: unknown;
-}
-
-function handleOf(sock: net.Socket): HandleWithQueue | undefined {
-  const h = (sock as unknown as { _handle?: unknown })._handle;
-  return typeof h === 'object' && h !== null ? h : undefined;
-}
 
 // Module-level listeners (one set for all sockets): `this` is the socket.
 function onData(this: ChannelSocket, chunk: Buffer): void {
@@ -196,10 +187,8 @@ export class StreamChannel implements Channel {
     // 'error' may have been emitted synchronously by write().
     const late = this.error as Error | null;
     if (late !== null) throw late;
-    const h = handleOf(sock);
-    // What libuv could not write synchronously; without a handle, assume all is queued.
-    const queued =
-      h === undefined ? (sock.writableLength > 0 ? len : 0) : Number(h.writeQueueSize) || 0;
+    // What libuv could not write synchronously.
+    const queued = unsentBytes(sock);
     if (queued <= 0) return len;
     this.inflight = true;
     this.inflightLen = Math.min(queued, len);
@@ -218,8 +207,7 @@ export class StreamChannel implements Channel {
 
   /** The OS descriptor, where Node exposes one. */
   osFd(): number | undefined {
-    const fd = handleOf(this.sock)?.fd;
-    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+    return osFd(this.sock);
   }
 
   /** Really close the socket (end of iteration). Our error listener stays attached. */
