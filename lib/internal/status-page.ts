@@ -12,6 +12,7 @@ const STYLE = `
 @media (prefers-color-scheme: dark) { :root { --bg: #12151b; --fg: #e6e9ef; --muted: #98a2b3;
   --card: #1b2029; --line: #2b3240; } }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
   background: var(--bg); color: var(--fg); }
 header { display: flex; align-items: baseline; gap: 16px; padding: 14px 24px;
