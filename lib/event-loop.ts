@@ -134,8 +134,15 @@ class Loop {
   private evMasks: number[] = [];
   private evOther: number[] = [];
   private evCount = 0;
+  /** The running loop's AbortSignal, if any; its abort ends the loop after this iteration. */
+  private abortSignal: AbortSignal | null = null;
+  private stopRequested = false;
+  private readonly onAbort = (): void => {
+    this.stopRequested = true;
+    this.wake();
+  };
 
-  run(): Promise<void> {
+  run(signal?: AbortSignal): Promise<void> {
     if (this.running) {
       return Promise.reject(
         new DangaSocketError('DS_ERR_LOOP_RUNNING', 'EventLoop() is already running'),
@@ -145,6 +152,12 @@ class Loop {
       const { err } = this.pendingFatal;
       this.pendingFatal = null;
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    if (signal?.aborted === true) return Promise.resolve();
+    this.stopRequested = false;
+    if (signal !== undefined) {
+      this.abortSignal = signal;
+      signal.addEventListener('abort', this.onAbort, { once: true });
     }
     return new Promise<void>((resolve, reject) => {
       this.running = true;
@@ -162,6 +175,9 @@ class Loop {
     this.running = false;
     this.generation++;
     this.waiting = false;
+    this.stopRequested = false;
+    this.abortSignal?.removeEventListener('abort', this.onAbort);
+    this.abortSignal = null;
     if (this.waitTimer !== null) clearTimeout(this.waitTimer);
     this.waitTimer = null;
     if (this.keepAlive !== null) clearInterval(this.keepAlive);
@@ -213,12 +229,18 @@ class Loop {
 
   private readonly iterate = (gen: number): void => {
     if (gen !== this.generation) return;
+    // Aborted between iterations: the last one has ended.
+    if (this.stopRequested) {
+      this.stop();
+      return;
+    }
     const timeout = this.runTimers(gen);
     if (gen !== this.generation) return;
     this.collect();
     // A pending close (made by a timer, a PLC, or outside the loop) is work: don't wait for
-    // the next event before really closing it (Danga would block in epoll_wait here).
-    if (this.evCount === 0 && timeout !== 0 && this.closeObjs.length === 0) {
+    // the next event before really closing it (Danga would block in epoll_wait here). Nor does
+    // an abort (e.g. from a timer): this iteration ends without waiting.
+    if (this.evCount === 0 && timeout !== 0 && this.closeObjs.length === 0 && !this.stopRequested) {
       this.waiting = true;
       this.waitDeadline = Infinity;
       this.waitStart = nowSeconds();
@@ -271,7 +293,7 @@ class Loop {
     this.dispatch(gen);
     if (gen !== this.generation) return;
     const keep = this.postEventLoop(gen);
-    if (!keep) {
+    if (!keep || this.stopRequested) {
       if (gen === this.generation) this.stop();
       return;
     }

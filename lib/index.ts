@@ -5,6 +5,7 @@ export { DangaSocket, Timer } from './danga-socket';
 export type {
   ErrorContext,
   ErrorHandler,
+  EventLoopOptions,
   OtherFdCallback,
   PostLoopCallback,
   ProfilingRow,
