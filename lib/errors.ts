@@ -30,7 +30,9 @@ export type DangaSocketErrorCode =
   /** A system call in the native addon failed; `cause` holds the errno error. */
   | 'DS_ERR_SYSCALL'
   /** The TLS handshake of `connect({ tls })` failed; `cause` holds the TLS error. */
-  | 'DS_ERR_TLS';
+  | 'DS_ERR_TLS'
+  /** A connection's PROXY protocol header was missing, malformed, oversized or late. */
+  | 'DS_ERR_PROXY_PROTOCOL';
 
 /** The one error class of the library. `cause` holds the underlying OS or user error. */
 export class DangaSocketError extends Error {

@@ -41,7 +41,9 @@ export interface ErrorContext {
     | 'otherFd'
     | 'accept'
     /** A TLS handshake failed; the connection's object (if any) was closed with `'tls_error'`. */
-    | 'tls';
+    | 'tls'
+    /** A PROXY protocol header failed; that connection was closed before any object had it. */
+    | 'proxy_protocol';
   /** The object whose hook threw (closed with reason `handler_error`), if any. */
   readonly object?: DangaSocket;
 }

@@ -3,6 +3,12 @@ import * as tls from 'node:tls';
 import { DangaSocket } from './danga-socket';
 import { DangaSocketError, describe, invalidArg } from './errors';
 import { loop } from './event-loop';
+import {
+  PROXY_HEADER_TIMEOUT_MS,
+  ProxyHeaderReader,
+  presentPeer,
+} from './internal/proxy-header-reader';
+import type { ProxyAddress } from './internal/proxy-protocol';
 import { checkReusePort, listenWith } from './internal/reuse-port';
 import { makeServerTls, wrapServerSocket, type ServerTls } from './internal/tls';
 
@@ -25,6 +31,16 @@ export interface ListenOptions {
    * needs the addon for it (`DS_ERR_NATIVE_UNAVAILABLE` without); Node ≥ 22.12 does it itself.
    */
   reusePort?: boolean | undefined;
+  /**
+   * Each connection must (`true`) or may (`'optional'`) start with a PROXY protocol v1 or v2
+   * header, as HAProxy (`send-proxy`, `send-proxy-v2`) and nginx send. The header is read
+   * before `onAccept` runs, and the socket then reports the original client as its remote
+   * address (so `peerIpString()` does). A missing (when required), malformed, oversized or late
+   * header closes only that connection, reported with context kind `'proxy_protocol'`.
+   */
+  proxyProtocol?: boolean | 'optional' | undefined;
+  /** With `proxyProtocol`: how long a connection may take to send its header. Default 10 000. */
+  proxyHeaderTimeoutMs?: number | undefined;
 }
 
 /** Called with each accepted socket (paused, half-open allowed), typically `s => new Client(s)`. */
@@ -38,6 +54,8 @@ export class Listener extends DangaSocket {
   private readonly onAccept: AcceptCallback;
   /** Set by `listen({ tls })`: accepted sockets are wrapped before `onAccept` sees them. */
   private serverTls: ServerTls | null = null;
+  /** Set by `listen({ proxyProtocol })`: headers are read before TLS and `onAccept`. */
+  private proxy: ProxyHeaderReader | null = null;
 
   /**
    * Wrap a listening (or about to listen) `net.Server`; watches read at once. A `tls.Server`
@@ -96,6 +114,13 @@ export class Listener extends DangaSocket {
         try {
           const l = new Listener(server, onAccept);
           l.serverTls = serverTls;
+          if (options.proxyProtocol === true || options.proxyProtocol === 'optional') {
+            const proxyOptions = {
+              optional: options.proxyProtocol === 'optional',
+              timeoutMs: options.proxyHeaderTimeoutMs ?? PROXY_HEADER_TIMEOUT_MS,
+            };
+            l.proxy = new ProxyHeaderReader(proxyOptions, l, (s, src) => l.deliverProxied(s, src));
+          }
           resolve(l);
         } catch (err) {
           server.close();
@@ -118,6 +143,13 @@ export class Listener extends DangaSocket {
   }
 
   override eventRead(): void {
+    if (this.proxy !== null) {
+      // The PROXY header comes first; deliverProxied does the rest once it is in.
+      for (let raw = this.acceptOne(); raw !== null; raw = this.acceptOne()) {
+        if (raw instanceof net.Socket) this.proxy.read(raw);
+      }
+      return;
+    }
     let s: net.Socket | null;
     while ((s = this.accept()) !== null) {
       try {
@@ -126,6 +158,22 @@ export class Listener extends DangaSocket {
         s.destroy();
         loop.report(err, { kind: 'accept', object: this });
       }
+    }
+  }
+
+  /** After its PROXY header: TLS (if asked), the original client as the peer, then `onAccept`. */
+  private deliverProxied(raw: net.Socket, source: ProxyAddress | undefined): void {
+    if (this.closed) {
+      raw.destroy();
+      return;
+    }
+    const s = this.serverTls === null ? raw : wrapServerSocket(raw, this.serverTls);
+    if (source !== undefined) presentPeer(s, source);
+    try {
+      this.onAccept(s);
+    } catch (err) {
+      s.destroy();
+      loop.report(err, { kind: 'accept', object: this });
     }
   }
 
@@ -163,6 +211,19 @@ function checkListenOptions(options: unknown): asserts options is ListenOptions 
   }
   if (o.reusePort !== undefined && typeof o.reusePort !== 'boolean') {
     throw invalidArg(`listen: reusePort must be a boolean, got ${describe(o.reusePort)}`);
+  }
+  if (
+    o.proxyProtocol !== undefined &&
+    typeof o.proxyProtocol !== 'boolean' &&
+    o.proxyProtocol !== 'optional'
+  ) {
+    throw invalidArg(
+      `listen: proxyProtocol must be true, false or 'optional', got ${describe(o.proxyProtocol)}`,
+    );
+  }
+  const t = o.proxyHeaderTimeoutMs;
+  if (t !== undefined && (typeof t !== 'number' || !(t > 0) || t > 2 ** 31 - 1)) {
+    throw invalidArg(`listen: proxyHeaderTimeoutMs must be a positive number, got ${describe(t)}`);
   }
   if (o.reusePort === true && o.path !== undefined) {
     throw invalidArg('listen: reusePort applies to TCP ports, not to a Unix socket path');
