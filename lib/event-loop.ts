@@ -12,7 +12,19 @@ import {
   kResetClose,
   kWatchingRead,
 } from './internal';
+import {
+  MAX_TIMER_MS,
+  afterIo,
+  cancelTimer,
+  holdProcess,
+  nowSeconds,
+  releaseProcess,
+  startTimer,
+  type TimerHandle,
+} from './internal/clock';
 import { TimerQueue } from './timer';
+
+export { nowSeconds };
 
 /**
  * The process-wide loop state and one iteration (reference §3):
@@ -58,22 +70,14 @@ export interface OtherFdWatcher {
   close(): void;
 }
 
-const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const MAX_EVENTS = 1000;
 const HOOK_KINDS = ['eventRead', 'eventWrite', 'eventErr', 'eventHup'] as const;
 const PROFILE_SUFFIX = ['-read', '-write', '-err', '-hup'] as const;
-
-/** Epoch seconds as a float with sub-millisecond precision. */
-export function nowSeconds(): number {
-  return (performance.timeOrigin + performance.now()) / 1000;
-}
 
 /** Perl truthiness: undef, '', '0', 0 and false are false. */
 export function perlTrue(v: unknown): boolean {
   return !(v === undefined || v === null || v === false || v === 0 || v === '' || v === '0');
 }
-
-function noop(): void {}
 
 export function defaultErrorHandler(err: unknown, context: ErrorContext): void {
   // Duck-typed: errors from other realms fail `instanceof Error`.
@@ -125,13 +129,13 @@ class Loop {
   private resolveRun: (() => void) | null = null;
   private rejectRun: ((err: unknown) => void) | null = null;
   private waiting = false;
-  private waitTimer: NodeJS.Timeout | null = null;
+  private waitTimer: TimerHandle | null = null;
   private waitDeadline = Infinity;
   /** The current wait ends because of a timer (not the loop timeout). */
   private timerDriven = false;
   /** When the current wait began (epoch seconds), for the loop timeout. */
   private waitStart = 0;
-  private keepAlive: NodeJS.Timeout | null = null;
+  private keepAlive: TimerHandle | null = null;
   private evObjs: DangaSocket[] = [];
   private evMasks: number[] = [];
   private evOther: number[] = [];
@@ -166,8 +170,8 @@ class Loop {
       this.resolveRun = resolve;
       this.rejectRun = reject;
       // Danga blocks forever with nothing to do; keep Node alive likewise while we run.
-      this.keepAlive = setInterval(noop, MAX_TIMEOUT_MS);
-      setImmediate(this.iterate, ++this.generation);
+      this.keepAlive = holdProcess();
+      afterIo(this.iterate, ++this.generation);
     });
   }
 
@@ -180,9 +184,9 @@ class Loop {
     this.stopRequested = false;
     this.abortSignal?.removeEventListener('abort', this.onAbort);
     this.abortSignal = null;
-    if (this.waitTimer !== null) clearTimeout(this.waitTimer);
+    if (this.waitTimer !== null) cancelTimer(this.waitTimer);
     this.waitTimer = null;
-    if (this.keepAlive !== null) clearInterval(this.keepAlive);
+    if (this.keepAlive !== null) releaseProcess(this.keepAlive);
     this.keepAlive = null;
     const resolve = this.resolveRun;
     const reject = this.rejectRun;
@@ -208,17 +212,17 @@ class Loop {
     if (!this.waiting) return;
     this.waiting = false;
     if (this.waitTimer !== null) {
-      clearTimeout(this.waitTimer);
+      cancelTimer(this.waitTimer);
       this.waitTimer = null;
     }
-    // Through setImmediate: every I/O callback of this poll phase lands first (batching).
-    setImmediate(this.afterWait, this.generation);
+    // In the check phase: every I/O callback of this poll phase lands first (batching).
+    afterIo(this.afterWait, this.generation);
   }
 
   /** A timer was added while waiting: wait no longer than its delay. */
   timerAdded(fireTime: number): void {
     if (!this.waiting || fireTime >= this.waitDeadline) return;
-    if (this.waitTimer !== null) clearTimeout(this.waitTimer);
+    if (this.waitTimer !== null) cancelTimer(this.waitTimer);
     const ms = Math.max(0, Math.floor((fireTime - nowSeconds()) * 1000) + 1);
     this.timerDriven = true;
     this.armWait(ms);
@@ -226,7 +230,7 @@ class Loop {
 
   private armWait(ms: number): void {
     this.waitDeadline = nowSeconds() + ms / 1000;
-    this.waitTimer = setTimeout(this.onWaitTimeout, Math.min(ms, MAX_TIMEOUT_MS), this.generation);
+    this.waitTimer = startTimer(this.onWaitTimeout, Math.min(ms, MAX_TIMER_MS), this.generation);
   }
 
   private readonly iterate = (gen: number): void => {
@@ -299,7 +303,7 @@ class Loop {
       if (gen === this.generation) this.stop();
       return;
     }
-    if (gen === this.generation) setImmediate(this.iterate, gen);
+    if (gen === this.generation) afterIo(this.iterate, gen);
   }
 
   /** Run due timers; returns the poll timeout in ms (-1 = none), as Danga's RunTimers. */

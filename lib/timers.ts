@@ -5,7 +5,8 @@
  */
 import { DangaSocket, type Timer } from './danga-socket';
 import { describe, invalidArg } from './errors';
-import { loop, nowSeconds } from './event-loop';
+import { loop } from './event-loop';
+import { nowSeconds, wallClockMs } from './internal/clock';
 
 /**
  * How a `PeriodicTimer` picks its next tick after a late one (IO::Async::Timer::Periodic):
@@ -299,7 +300,7 @@ export class AbsoluteTimer {
   }
 
   private arm(): void {
-    const leftS = this.timeS - Date.now() / 1000;
+    const leftS = this.timeS - wallClockMs() / 1000;
     this.timer = DangaSocket.AddTimer(
       Math.min(Math.max(0, leftS), WALL_CLOCK_RECHECK_S),
       this.fire,
@@ -308,7 +309,7 @@ export class AbsoluteTimer {
 
   private readonly fire = (now: number): void => {
     this.timer = null;
-    if (Date.now() / 1000 < this.timeS) {
+    if (wallClockMs() / 1000 < this.timeS) {
       this.arm();
       return;
     }
