@@ -29,6 +29,7 @@ import { ServerChannel } from './server-channel';
 import { sprintf } from './sprintf';
 import { StreamChannel } from './stream-channel';
 import { Timer } from './timer';
+import { Deadlines, kActivity } from './internal/deadlines';
 import { nativeCork, nativeOtherFds } from './native-hooks';
 
 /** What `write()` accepts: bytes, a UTF-8 string, a callback to run in order, or nothing (flush). */
@@ -132,6 +133,9 @@ export abstract class DangaSocket {
   private writerFunc: WriterFunc | null = null;
   private corked = false;
   private finished: string | undefined | null = null;
+  /** @internal reads that returned bytes + writes the kernel took bytes from (idle timeout) */
+  [kActivity] = 0;
+  private deadlines: Deadlines | null = null;
   private closedPromise: Promise<string | undefined> | null = null;
   private resolveClosed: ((reason: string | undefined) => void) | null = null;
   private peerIp: string | undefined = undefined;
@@ -226,7 +230,9 @@ export abstract class DangaSocket {
     if (this._closed || n <= 0) return null;
     const pb = this[kPushback];
     if (pb.length > 0) return this.readPushback(pb, n);
-    return this.channel.read(n < MAX_READ ? n : MAX_READ);
+    const buf = this.channel.read(n < MAX_READ ? n : MAX_READ);
+    if (buf !== null && buf.length !== 0) this[kActivity]++;
+    return buf;
   }
 
   /**
@@ -243,7 +249,9 @@ export abstract class DangaSocket {
     if (this._closed || n <= 0) return null;
     const pb = this[kPushback];
     if (pb.length > 0) return this.readPushback(pb, n);
-    return this.channel.readView(n < MAX_READ ? n : MAX_READ);
+    const buf = this.channel.readView(n < MAX_READ ? n : MAX_READ);
+    if (buf !== null && buf.length !== 0) this[kActivity]++;
+    return buf;
   }
 
   private readPushback(pb: Buffer[], n: number): Buffer {
@@ -357,6 +365,7 @@ export abstract class DangaSocket {
         this.setWatchWrite(true);
         return false;
       }
+      if (written > 0) this[kActivity]++;
       if (written < toWrite) {
         if (bypass) {
           this.wq.push(cur);
@@ -646,6 +655,42 @@ export abstract class DangaSocket {
     checkCallback('setPostLoopCallback', cb);
     if (cb === null) loop.plcMap.delete(this);
     else if (!this._closed) loop.plcMap.set(this, cb);
+  }
+
+  // ---- deadlines (lib/internal/deadlines.ts) ------------------------------------------
+
+  /**
+   * Stop reading, then close once every byte queued so far has been handed to the kernel
+   * (reason `'flushed'`; at once on an empty queue), or after `timeoutS` seconds with reason
+   * `'flush_timeout'` (a peer that stopped reading cannot hold the object open). Data written
+   * afterwards is dropped. A second call can only bring the deadline forward.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` unless `timeoutS` is a finite number >= 0.
+   */
+  closeAfterFlush(timeoutS: number): void {
+    if (typeof timeoutS !== 'number' || !Number.isFinite(timeoutS) || timeoutS < 0) {
+      throw invalidArg(`closeAfterFlush expects seconds >= 0, got ${describe(timeoutS)}`);
+    }
+    if (this._closed) return;
+    (this.deadlines ??= new Deadlines(this)).closeAfterFlush(timeoutS);
+  }
+
+  /**
+   * Close with reason `'idle_timeout'` once no byte was read (`read`/`readView` returned
+   * data) or written (the kernel took data) for `seconds` (fractional); `null` turns it off, a new
+   * call restarts it. Checked lazily, a quarter period at a time: the close comes between
+   * `seconds` and 1.25 × `seconds` after the last byte.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` unless `seconds` is null or a finite number > 0.
+   */
+  setIdleTimeout(seconds: number | null): void {
+    if (
+      seconds !== null &&
+      (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds <= 0)
+    ) {
+      throw invalidArg(`setIdleTimeout expects seconds > 0 or null, got ${describe(seconds)}`);
+    }
+    if (this._closed) return;
+    if (seconds === null && this.deadlines === null) return;
+    (this.deadlines ??= new Deadlines(this)).setIdleTimeout(seconds);
   }
 
   // ---- statics: the process-wide loop --------------------------------------------------
