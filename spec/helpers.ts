@@ -25,24 +25,231 @@ export async function tcpPair(): Promise<{
   };
 }
 
+/** Rejects `runUntil`/`advanceUntil` when the condition did not hold in time. */
+export class WaitTimeout extends Error {
+  override readonly name = 'WaitTimeout';
+}
+
+/** True while jest's modern fake timers are installed (their `Date` says so). */
+export function isFakeTime(): boolean {
+  return (Date as { isFake?: unknown }).isFake === true;
+}
+
 /**
- * Run the loop until `done()` is true or `maxMs` passed (a PLC checks after each iteration).
- * Resolves with the number of iterations.
+ * Watch the delays given to the host `setTimeout` (real or fake) until `stop()`, naming each
+ * one Node would overflow ('TimeoutOverflowWarning', then it fires after 1 ms). Jest's sandboxed
+ * `process` never receives the real process's 'warning' events, so listening there proves
+ * nothing. Call `stop()` before `jest.useRealTimers()`.
+ */
+export function watchTimeoutDelays(): {
+  warnings(): string[];
+  maxDelayMs(): number;
+  stop(): void;
+} {
+  const spy = jest.spyOn(globalThis, 'setTimeout');
+  const delays = (): number[] => spy.mock.calls.map((call) => Number(call[1] ?? 0));
+  return {
+    warnings: () => delays().flatMap((ms) => (ms > 2 ** 31 - 1 ? ['TimeoutOverflowWarning'] : [])),
+    maxDelayMs: () => Math.max(0, ...delays()),
+    stop: () => spy.mockRestore(),
+  };
+}
+
+/**
+ * Put the loop and the timers on fake time: jest's modern fake timers drive `Date`,
+ * `performance`, `setTimeout`, `setInterval` and `setImmediate`, which the loop reads through
+ * lib/internal/clock at call time. `process.nextTick` and `queueMicrotask` stay real, so
+ * promises and streams still settle. Undo with `jest.useRealTimers()` after `DangaSocket.Reset()`.
+ */
+export function useFakeTime(nowMs?: number): void {
+  const doNotFake: ('nextTick' | 'queueMicrotask')[] = ['nextTick', 'queueMicrotask'];
+  jest.useFakeTimers(nowMs === undefined ? { doNotFake } : { doNotFake, now: nowMs });
+}
+
+/** End a running loop at its next iteration, its other state kept (unlike Reset()). */
+function stopAfterNextIteration(loopTimeoutMs: number): void {
+  DangaSocket.SetPostLoopCallback(() => false);
+  DangaSocket.SetLoopTimeout(loopTimeoutMs); // wakes a loop that waits with no timeout
+}
+
+/**
+ * Real time: run the loop until `done()` holds (a PLC checks after each iteration). Resolves
+ * with the number of iterations; rejects with `WaitTimeout` when `maxMs` pass first, or when
+ * the loop ends (e.g. `Reset()`) before the condition held. Not for fake time: see
+ * `advanceUntil`.
  */
 export async function runUntil(
   done: () => boolean,
   maxMs = 5000,
   loopTimeoutMs = 20,
 ): Promise<number> {
+  if (isFakeTime()) throw new Error('runUntil runs on real time; on fake time use advanceUntil');
+  let n = 0;
+  let met = false;
+  let expired = false;
+  DangaSocket.SetLoopTimeout(loopTimeoutMs);
+  DangaSocket.SetPostLoopCallback(() => {
+    n++;
+    if (done()) met = true;
+    return !met && !expired;
+  });
+  const guard = setTimeout(() => {
+    expired = true;
+    DangaSocket.SetLoopTimeout(loopTimeoutMs); // wakes a loop that waits with no timeout
+  }, maxMs);
+  try {
+    await DangaSocket.EventLoop();
+  } finally {
+    clearTimeout(guard);
+  }
+  if (met) return n;
+  throw new WaitTimeout(
+    expired
+      ? `runUntil: condition still false after ${maxMs} ms (${n} loop iterations)`
+      : `runUntil: the loop ended (Reset()?) before the condition held (${n} loop iterations)`,
+  );
+}
+
+/**
+ * Real time: run the loop for `ms`, whatever happens (a step that lets I/O and timers run
+ * for a while). Resolves with the number of iterations.
+ */
+export async function runFor(ms: number, loopTimeoutMs = 20): Promise<number> {
+  if (isFakeTime()) throw new Error('runFor runs on real time; on fake time use advanceFor');
+  let n = 0;
+  let expired = false;
+  DangaSocket.SetLoopTimeout(loopTimeoutMs);
+  DangaSocket.SetPostLoopCallback(() => {
+    n++;
+    return !expired;
+  });
+  const guard = setTimeout(() => {
+    expired = true;
+    DangaSocket.SetLoopTimeout(loopTimeoutMs);
+  }, ms);
+  try {
+    await DangaSocket.EventLoop();
+  } finally {
+    clearTimeout(guard);
+  }
+  return n;
+}
+
+/** Flips `settled` once `p` settles (and keeps a rejection from going unhandled). */
+function watch(p: Promise<unknown>): { settled: boolean } {
+  const state = { settled: false };
+  p.then(
+    () => (state.settled = true),
+    () => (state.settled = true),
+  );
+  return state;
+}
+
+/** Steps without the clock moving before advanceUntilSettled gives up (a busy loop). */
+const MAX_STEPS_AT_ONE_INSTANT = 100_000;
+
+/**
+ * Fake time (`useFakeTime()`): move the clock from one pending host timer to the next until
+ * `p` settles, then settle as `p` does. Rejects with `WaitTimeout` when `maxMs` of fake time
+ * pass first (it never steps past that instant), or when the clock stops moving (a busy loop).
+ */
+export async function advanceUntilSettled<T>(p: Promise<T>, maxMs = 5000): Promise<T> {
+  if (!isFakeTime()) throw new Error('advanceUntilSettled needs fake time: call useFakeTime()');
+  const state = watch(p);
   const deadline = Date.now() + maxMs;
+  const bound = setTimeout(() => {}, maxMs);
+  let last = Date.now();
+  let still = 0;
+  try {
+    while (!state.settled && Date.now() < deadline) {
+      await jest.advanceTimersToNextTimerAsync();
+      if (Date.now() !== last) {
+        last = Date.now();
+        still = 0;
+      } else if (++still > MAX_STEPS_AT_ONE_INSTANT) {
+        throw new WaitTimeout(`still pending after ${still} steps without the clock moving`);
+      }
+    }
+  } finally {
+    clearTimeout(bound);
+  }
+  if (!state.settled) throw new WaitTimeout(`still pending after ${maxMs} ms of fake time`);
+  return p;
+}
+
+/** Fake time: end the running loop at the current instant (its state kept, unlike Reset()). */
+async function endLoop(running: Promise<void>, loopTimeoutMs: number): Promise<void> {
+  const state = watch(running);
+  stopAfterNextIteration(loopTimeoutMs);
+  for (let i = 0; i < 3 && !state.settled; i++) await jest.advanceTimersByTimeAsync(0);
+  if (!state.settled) DangaSocket.Reset(); // not seen; but never leave a loop running
+  await running;
+}
+
+/**
+ * Fake time (`useFakeTime()`): run the loop until `done()` holds after an iteration, moving
+ * the clock from one pending host timer to the next, so it stops at the instant the condition
+ * became true. Rejects with `WaitTimeout` when `maxMs` of fake time pass first. As with
+ * `runUntil`, the loop timeout (default 20 ms) bounds how long a flag set by a timer waits for
+ * the PLC to see it. Resolves with the number of iterations.
+ */
+export async function advanceUntil(
+  done: () => boolean,
+  maxMs = 5000,
+  loopTimeoutMs = 20,
+): Promise<number> {
+  if (!isFakeTime()) throw new Error('advanceUntil needs fake time: call useFakeTime() first');
+  let n = 0;
+  let met = false;
+  DangaSocket.SetLoopTimeout(loopTimeoutMs);
+  DangaSocket.SetPostLoopCallback(() => {
+    n++;
+    if (done()) met = true;
+    return !met;
+  });
+  const running = DangaSocket.EventLoop();
+  try {
+    await advanceUntilSettled(running, maxMs);
+  } catch (err) {
+    if (!(err instanceof WaitTimeout)) throw err;
+    await endLoop(running, loopTimeoutMs);
+  }
+  if (met) return n;
+  throw new WaitTimeout(
+    `advanceUntil: condition still false when the loop ended or ${maxMs} ms of fake time ` +
+      `passed (${n} loop iterations)`,
+  );
+}
+
+/**
+ * Fake time (`useFakeTime()`): run the loop while the clock advances by exactly `ms`, then end
+ * it at that instant. Resolves with the number of iterations.
+ */
+export async function advanceFor(ms: number, loopTimeoutMs = 20): Promise<number> {
+  if (!isFakeTime()) throw new Error('advanceFor needs fake time: call useFakeTime() first');
   let n = 0;
   DangaSocket.SetLoopTimeout(loopTimeoutMs);
   DangaSocket.SetPostLoopCallback(() => {
     n++;
-    return !done() && Date.now() < deadline;
+    return true;
   });
-  await DangaSocket.EventLoop();
+  const running = DangaSocket.EventLoop();
+  watch(running);
+  await jest.advanceTimersByTimeAsync(ms);
+  await endLoop(running, loopTimeoutMs);
   return n;
+}
+
+/**
+ * Real time, loop not running: poll `cond` every few ms until it holds. Rejects with
+ * `WaitTimeout` naming `what` when `maxMs` pass first.
+ */
+export async function waitFor(cond: () => boolean, what: string, maxMs = 5000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  while (!cond()) {
+    if (Date.now() >= deadline) throw new WaitTimeout(`waitFor: ${what} not seen in ${maxMs} ms`);
+    await sleep(5);
+  }
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -102,7 +102,7 @@ function collectErrors(): { err: unknown; ctx: ErrorContext }[] {
 
 /**
  * Run the loop until `done()` holds and the bystander made `extraRounds` more rounds since
- * the call (so the loop demonstrably went on after the fault), or `maxMs` passed.
+ * the call (so the loop demonstrably went on after the fault). Rejects when `maxMs` pass first.
  */
 async function runUntil(
   done: () => boolean,
@@ -112,15 +112,21 @@ async function runUntil(
 ): Promise<void> {
   const deadline = Date.now() + maxMs;
   let target = Infinity;
+  let met = false;
   DangaSocket.SetLoopTimeout(20);
   DangaSocket.SetPostLoopCallback(() => {
     if (Date.now() >= deadline) return false;
     if (!done()) return true;
-    if (by === undefined) return false;
+    if (by === undefined) {
+      met = true;
+      return false;
+    }
     if (target === Infinity) target = by.rounds + extraRounds;
-    return by.rounds < target;
+    met = by.rounds >= target;
+    return !met;
   });
   await DangaSocket.EventLoop();
+  if (!met) throw new Error(`runUntil: not done after ${maxMs} ms (or the loop was reset)`);
 }
 
 function readAll(c: net.Socket): { text: () => string; ended: () => boolean; bytes: () => number } {

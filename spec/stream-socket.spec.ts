@@ -8,7 +8,7 @@ import * as ts from 'typescript';
 import * as lib from '../lib';
 import { DangaSocket, Listener } from '../lib';
 import { StreamSocket, type StreamSocketOptions } from '../lib/stream-socket';
-import { runUntil, sleep, tcpPair } from './helpers';
+import { runFor, runUntil, sleep, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 afterEach(() => DangaSocket.Reset());
@@ -95,7 +95,7 @@ describe('StreamSocket onRead', () => {
     const { client } = await streamPair({ onRead: logging(calls, oneLine) });
     client.write('a\nb\nc\n');
     await runUntil(() => calls.length >= 3, 3000);
-    await runUntil(() => false, 100);
+    await runFor(100);
     expect(calls).toEqual([
       ['a\nb\nc\n', false, 2],
       ['b\nc\n', false, 2],
@@ -350,7 +350,7 @@ describe('StreamSocket property: chunking does not change what onRead consumes',
       if (bytewise) {
         for (const b of data) {
           client.write(Buffer.from([b]));
-          await runUntil(() => false, 2, 0);
+          await runFor(2, 0);
         }
         client.end();
       } else {
@@ -494,7 +494,7 @@ describe('StreamSocket read watermarks', () => {
     });
     client.write('0123456789abcdef');
     await runUntil(() => stream.readBufSize >= 8, 3000);
-    await runUntil(() => false, 100);
+    await runFor(100);
     expect(stream.readBufSize).toBe(8);
     expect(stream.asString()).toMatch(/^StreamSocket\(\): open/);
     busy = false;
@@ -699,7 +699,7 @@ describe('docs/line-protocol-example.md', () => {
     // Byte at a time for the first request, then the rest at once, then EOF without a newline.
     for (const ch of 'PING\n') {
       client.write(ch);
-      await runUntil(() => false, 2, 0);
+      await runFor(2, 0);
     }
     client.end('ECHO hello there\r\nCOUNT\nNOPE\nCOUNT');
     await runUntil(() => ended, 5000);
