@@ -2,6 +2,7 @@
 // failure is cached and turned into DS_ERR_NATIVE_UNAVAILABLE by requireNative();
 // nothing else in the library depends on the addon being present.
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
 
@@ -120,13 +121,33 @@ function packageRoot(): string {
   }
 }
 
+/**
+ * The file node-gyp-build picks for `root`: a local build (build/Release) first, else the
+ * Node-API prebuild shipped in prebuilds/<platform>-<arch>/ that fits this platform.
+ */
+function nodeGypBuildPath(root: string): string | undefined {
+  try {
+    const load: unknown = createRequire(__filename)('node-gyp-build');
+    const resolve: unknown =
+      typeof load === 'function' ? (load as { path?: unknown }).path : undefined;
+    if (typeof resolve !== 'function') return undefined;
+    const file: unknown = (resolve as (dir: string) => unknown)(root);
+    return typeof file === 'string' ? file : undefined;
+  } catch {
+    return undefined; // none fits (or node-gyp-build is missing): the other candidates remain
+  }
+}
+
 function candidateFiles(): string[] {
   if (addonPathOverride !== undefined) return [addonPathOverride];
   const root = packageRoot();
-  return [
+  const files = [
     path.join(root, 'build', 'Release', ADDON_FILE),
     path.join(root, 'build', 'Debug', ADDON_FILE),
   ];
+  const picked = nodeGypBuildPath(root);
+  if (picked !== undefined && !files.includes(picked)) files.push(picked);
+  return files;
 }
 
 function isBinding(value: unknown): value is NativeBinding {

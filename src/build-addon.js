@@ -1,9 +1,13 @@
 'use strict';
-// The package's "install" script: builds the native addon with node-gyp.
-// It never fails the install, because the core works without the addon; only
-// SocketAlarm, real TCP_CORK and OtherFds need it (they throw
-// DS_ERR_NATIVE_UNAVAILABLE). Offline machines need local Node headers, so
+// The package's "install" script (node-gyp-build semantics): a prebuilt Node-API binary shipped
+// in prebuilds/<platform>-<arch>/ that loads here is used as it is; otherwise the addon is built
+// from source with node-gyp (this package's devDependency in a checkout, npm's bundled one,
+// `npm_config_node_gyp`, in a consuming project). It never fails the install, because the core
+// works without the addon; only SocketAlarm, real TCP_CORK, OtherFds and the native backend
+// need it (they throw DS_ERR_NATIVE_UNAVAILABLE). Offline machines need local Node headers, so
 // /usr/include/node is used when it matches the running Node.
+//   node src/build-addon.js            build from source (CI, per Node version)
+//   node src/build-addon.js --install  the install script: a fitting prebuild wins
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -44,7 +48,37 @@ function localNodeDir() {
   return undefined;
 }
 
+/** A shipped prebuild for this platform that this Node can load, or undefined. */
+function loadablePrebuild() {
+  const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  let names;
+  try {
+    names = fs.readdirSync(dir).filter((n) => n.endsWith('.node'));
+  } catch {
+    return undefined;
+  }
+  // prebuildify --napi names it after the package (`danga-socket.node`): one Node-API build
+  // that loads on every supported Node version.
+  for (const name of names) {
+    const file = path.join(dir, name);
+    try {
+      process.dlopen({ exports: {} }, file);
+      return file;
+    } catch {
+      // Wrong libc or a broken file: try the next, then build from source.
+    }
+  }
+  return undefined;
+}
+
 function main() {
+  if (process.argv.includes('--install')) {
+    const prebuild = loadablePrebuild();
+    if (prebuild) {
+      console.log(`danga-socket: using the prebuilt addon ${path.relative(root, prebuild)}`);
+      return;
+    }
+  }
   const script = nodeGypScript();
   const args = ['rebuild'];
   const nodedir = localNodeDir();
@@ -67,4 +101,6 @@ function main() {
   }
 }
 
-main();
+if (require.main === module) main();
+
+module.exports = { localNodeDir };
