@@ -315,7 +315,13 @@ class Loop {
       return this.loopTimeout;
     }
     const now = nowSeconds();
-    while (head !== undefined && head.fireTime <= now) {
+    // A timer added by a timer of this pass at this same instant (a frozen or coarse clock)
+    // has a delay >= 0: it waits for a later pass. Only a negative delay runs in this one.
+    const firstAdded = timers.nextSeq;
+    while (
+      head !== undefined &&
+      (head.fireTime < now || (head.fireTime === now && head.seq < firstAdded))
+    ) {
       timers.pop();
       const cb = head.cb;
       head.cb = null;

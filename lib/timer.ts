@@ -59,7 +59,7 @@ class Bucket {
 export class TimerQueue {
   private readonly buckets = new Map<number, Bucket>();
   private keys: number[] = [];
-  private nextSeq = 0;
+  private seq = 0;
   private count = 0;
 
   /** Timers queued, cancelled ones included until they are dropped. */
@@ -67,8 +67,13 @@ export class TimerQueue {
     return this.count;
   }
 
+  /** The sequence number the next `add` gets: timers added from now on have one >= this. */
+  get nextSeq(): number {
+    return this.seq;
+  }
+
   add(fireTime: number, cb: (now: number) => void): Timer {
-    const t = new Timer(fireTime, cb, this.nextSeq++);
+    const t = new Timer(fireTime, cb, this.seq++);
     const key = Math.floor(fireTime * 1000);
     let b = this.buckets.get(key);
     if (b === undefined) {

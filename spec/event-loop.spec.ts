@@ -1,6 +1,6 @@
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError } from '../lib';
-import { Quiet, runUntil, tcpPair } from './helpers';
+import { Quiet, advanceUntilSettled, runUntil, tcpPair, useFakeTime } from './helpers';
 
 afterEach(() => DangaSocket.Reset());
 
@@ -131,6 +131,29 @@ describe('DangaSocket.AddTimer', () => {
     expect(log[0]).toBe('outer@0');
     expect(log[1]).toBe('nestedNeg@0');
     expect(log[2]).toMatch(/^nested0@[1-9]/);
+  });
+
+  it('runs a 0-delay timer added inside a timer on a later pass even if the clock stood still', async () => {
+    useFakeTime(); // the clock stands still within a pass: the nested fire time == pass time
+    try {
+      const log: string[] = [];
+      let pass = 0;
+      DangaSocket.AddTimer(0, () => {
+        log.push(`outer@${pass}`);
+        DangaSocket.AddTimer(0, () => log.push(`nested0@${pass}`));
+        DangaSocket.AddTimer(-1, () => log.push(`nestedNeg@${pass}`));
+      });
+      DangaSocket.SetLoopTimeout(0);
+      DangaSocket.SetPostLoopCallback(() => {
+        pass++;
+        return log.length < 3 && pass < 1000;
+      });
+      await advanceUntilSettled(DangaSocket.EventLoop());
+      expect(log).toEqual(['outer@0', 'nestedNeg@0', 'nested0@1']);
+    } finally {
+      DangaSocket.Reset();
+      jest.useRealTimers();
+    }
   });
 
   it('passes the same snapshot time to every timer of one pass', async () => {
