@@ -106,6 +106,31 @@ async function echoServerWithAdmin(
   return { child, port, adminPort: Number(m[1]) };
 }
 
+/**
+ * Poll `check` until it holds (the page refreshes every second); on timeout, fail with what
+ * the page and the console show at that moment.
+ */
+async function until(
+  check: () => Promise<boolean>,
+  what: string,
+  page: Page,
+  adminPort: number,
+  ms = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      const status = await page.locator('#status').textContent();
+      const updates = await page.locator('body').getAttribute('data-updates');
+      const sockets = await consoleCommand(adminPort, ['sockets']);
+      throw new Error(
+        `waited ${ms} ms for ${what}; page status ${status}, ${updates} updates\n${sockets}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 describe('status page in Chromium', () => {
   it('shows the connected clients live, and the profiling turned on from the console', async () => {
     const { port, adminPort } = await echoServerWithAdmin();
@@ -144,11 +169,11 @@ describe('status page in Chromium', () => {
     const bar = page.locator('#profile-chart g[data-class="EchoClient"]');
     await bar.waitFor({ timeout: 10_000 });
     // Refreshed every second: the bar's call count catches up with the traffic.
-    await page.waitForFunction(
-      'Number(document.querySelector(\'#profile-chart g[data-class="EchoClient"]\')' +
-        ".getAttribute('data-calls')) >= 90",
-      undefined,
-      { timeout: 10_000 },
+    await until(
+      async () => Number(await bar.getAttribute('data-calls')) >= 90,
+      'the EchoClient bar to count 90 calls',
+      page,
+      adminPort,
     );
     expect(await page.locator('#profiling').textContent()).toBe('on');
     expect(await bar.locator('rect.user').getAttribute('width')).toMatch(/^[\d.]+$/);
@@ -158,7 +183,7 @@ describe('status page in Chromium', () => {
     const gone = clients.pop() as net.Socket;
     const goneRow = rows.filter({ hasText: `to 127.0.0.1:${gone.localPort}` });
     gone.destroy();
-    await goneRow.waitFor({ state: 'detached', timeout: 10_000 });
+    await until(async () => (await goneRow.count()) === 0, 'the row to go', page, adminPort);
 
     const shot = path.join(tmp, 'status-page.png');
     await page.screenshot({ path: shot, fullPage: true });

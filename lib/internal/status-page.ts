@@ -149,7 +149,8 @@ async function refresh() {
   let again = true;
   try {
     const headers = token ? { Authorization: 'Bearer ' + token } : {};
-    const res = await fetch('/stats.json', { headers, cache: 'no-store' });
+    // A request that hangs must not stop the refreshing: give up after 5 s and retry.
+    const res = await fetch('/stats.json', { headers, cache: 'no-store', signal: AbortSignal.timeout(5000) });
     if (res.status === 401) { again = false; showAuth(); return; }
     if (!res.ok) throw new Error('HTTP ' + res.status);
     const s = await res.json();
