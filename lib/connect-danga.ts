@@ -13,6 +13,7 @@ import type * as net from 'node:net';
 import { connect, type ConnectOptions } from './connector';
 import { DangaSocket } from './danga-socket';
 import { describe, invalidArg } from './errors';
+import { getDefaultBackend } from './internal/backend';
 
 /** A `DangaSocket` subclass whose constructor takes the socket first, then `args`. */
 export type DangaSocketClass<T extends DangaSocket, A extends unknown[]> = new (
@@ -61,7 +62,9 @@ export function connectDanga<T extends DangaSocket, A extends unknown[]>(
       'connectDanga delivers the object through its promise; onConnected is not accepted',
     );
   }
-  return connect(options).then((sock) => {
+  // Wrapping hides the socket's type, so connectDanga follows DangaSocket.DefaultBackend.
+  const backend = options.backend ?? getDefaultBackend();
+  return connect({ ...options, backend } as ConnectDangaOptions).then((sock) => {
     try {
       return new Class(sock, ...args);
     } catch (err) {

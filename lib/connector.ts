@@ -7,7 +7,9 @@ import * as dns from 'node:dns';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
+import { pickBackend } from './internal/backend';
 import { clientHandshake } from './internal/tls';
+import { NativeConnectAttempt, type NativeSocket } from './native-socket';
 
 /** A TCP peer or local address. `host` is an IP literal; nothing is resolved. */
 export interface TcpAddress {
@@ -68,6 +70,12 @@ export type LookupFunction = (
   callback: LookupCallback,
 ) => unknown;
 
+/** {@link ConnectOptions} for `backend: 'native'`: `onConnected` gets the `NativeSocket`. */
+export type NativeConnectOptions = Omit<ConnectOptions, 'backend' | 'onConnected' | 'tls'> & {
+  readonly backend: 'native';
+  readonly onConnected?: ((sock: NativeSocket) => void) | undefined;
+};
+
 /** Anything with a bound address, such as a listening `net.Server`. */
 export interface PeerLike {
   address(): net.AddressInfo | string | null;
@@ -111,6 +119,13 @@ export interface ConnectOptions {
   readonly happyEyeballsDelayMs?: number | undefined;
   /** Called with the connected socket just before the promise resolves. */
   readonly onConnected?: ((sock: net.Socket) => void) | undefined;
+  /**
+   * `'native'`: the attempts are the addon's non-blocking `connect(2)`s and the promise resolves
+   * a `NativeSocket` (Linux; `DS_ERR_NATIVE_UNAVAILABLE` without the addon). Default `'node'`:
+   * `connect()` itself ignores `DangaSocket.DefaultBackend` (its result type depends on this
+   * option); `connectDanga()` honours it.
+   */
+  readonly backend?: 'node' | 'native' | undefined;
   /** Called with the final error (not a resolve error, unless `onResolveError` is absent). */
   readonly onConnectError?: ((err: DangaSocketError) => void) | undefined;
   /** Called with the real resolver error (IO::Async passed the string `'getaddrinfo'`). */
@@ -213,7 +228,7 @@ interface Pair {
 
 interface Attempt {
   readonly pair: Pair;
-  sock: net.Socket | undefined;
+  sock: net.Socket | NativeConnectAttempt | undefined;
   timer: NodeJS.Timeout | undefined;
   done: boolean;
 }
@@ -235,6 +250,7 @@ interface Checked {
   readonly happyEyeballs: boolean;
   readonly happyEyeballsDelayMs: number;
   readonly onConnected: ((sock: net.Socket) => void) | undefined;
+  readonly native: boolean;
   readonly onConnectError: ((err: DangaSocketError) => void) | undefined;
   readonly onResolveError: ((err: ResolveError) => void) | undefined;
   readonly onFail: ((failure: ConnectFailure) => void) | undefined;
@@ -261,7 +277,11 @@ interface Checked {
  *   address, e.g. `addrs: []` or only family-mismatched local/peer pairs), `DS_ERR_TIMEOUT`
  *   (`timeoutMs`) or `DS_ERR_ABORTED` (`signal`).
  */
-export function connect(options: ConnectOptions): Promise<net.Socket> {
+export function connect(options: NativeConnectOptions): Promise<NativeSocket>;
+export function connect(options: ConnectOptions): Promise<net.Socket>;
+export function connect(
+  options: ConnectOptions | NativeConnectOptions,
+): Promise<net.Socket | NativeSocket> {
   const checked = checkOptions(options);
   if (checked.tls !== undefined) return connectTls(checked, checked.tls);
   const op = new ConnectOperation(checked);
@@ -481,7 +501,17 @@ function checkOptions(options: unknown): Checked {
     onResolveError: checkFunction(o.onResolveError, 'onResolveError'),
     onFail: checkFunction(o.onFail, 'onFail'),
     tls: checkTlsOptions(o.tls),
+    native: checkConnectBackend(o.backend, o.tls),
   };
+}
+
+function checkConnectBackend(backend: unknown, tlsOptions: unknown): boolean {
+  if (backend === undefined) return false;
+  const native = pickBackend(backend, 'connect') === 'native';
+  if (native && tlsOptions !== undefined) {
+    throw invalidArg("connect: tls needs backend 'node' (or NativeSocket.toNetSocket())");
+  }
+  return native;
 }
 
 function checkTlsOptions(value: unknown): tls.ConnectionOptions | undefined {
@@ -586,7 +616,7 @@ function happyEyeballsPairs(
 function noop(): void {}
 
 /** Destroy a socket we gave up on; late errors must not become uncaught exceptions. */
-function discard(sock: net.Socket | undefined): void {
+function discard(sock: net.Socket | NativeConnectAttempt | undefined): void {
   if (sock === undefined) return;
   sock.removeAllListeners('connect');
   sock.removeAllListeners('error');
@@ -794,9 +824,11 @@ class ConnectOperation {
     const attempt: Attempt = { pair, sock: undefined, timer: undefined, done: false };
     this.inFlight.add(attempt);
     const { peer, local, family } = pair;
-    let sock: net.Socket;
+    let sock: net.Socket | NativeConnectAttempt;
     try {
-      if ('path' in peer) {
+      if (this.opts.native) {
+        sock = new NativeConnectAttempt(peer, local);
+      } else if ('path' in peer) {
         sock = net.connect({ path: peer.path, allowHalfOpen: true });
       } else {
         const o: net.TcpNetConnectOpts = { host: peer.host, port: peer.port, allowHalfOpen: true };
@@ -909,14 +941,16 @@ class ConnectOperation {
     }
     this.pending = [];
     this.settle();
+    // A native attempt hands over its connected NativeSocket (typed by connect()'s overloads).
+    const result = (sock instanceof NativeConnectAttempt ? sock.socket : sock) as net.Socket;
     try {
-      this.opts.onConnected?.(sock);
+      this.opts.onConnected?.(result);
     } catch (err) {
       discard(sock);
       this.rejectPromise(err);
       return;
     }
-    this.resolvePromise(sock);
+    this.resolvePromise(result);
   }
 
   /** Stop everything: timers, abort listener, in-flight attempts (reported via `onFail` if `reportAs`). */

@@ -24,7 +24,15 @@ import {
   kResetClose,
   kWatchingRead,
 } from './internal';
+import {
+  checkBackend,
+  getDefaultBackend,
+  setDefaultBackend,
+  type Backend,
+} from './internal/backend';
 import { CHANNEL_EAGAIN, type Channel, type ChannelAddress } from './internal/channel';
+import { NativeListenChannel, NativeStreamChannel, isSharedView } from './internal/native-channel';
+import { NativeSocket } from './native-socket';
 import { ServerChannel } from './server-channel';
 import { sprintf } from './sprintf';
 import { StreamChannel } from './stream-channel';
@@ -119,7 +127,7 @@ export abstract class DangaSocket {
   /** @internal pushed-back chunks, read first */
   [kPushback]: Buffer[] = [];
   /** @internal the wrapped handle, until it is really closed or stolen */
-  [kHandle]: net.Socket | net.Server | null;
+  [kHandle]: net.Socket | net.Server | NativeSocket | null;
 
   private readonly channel: Channel;
   private _closed = false;
@@ -148,9 +156,12 @@ export abstract class DangaSocket {
    * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a non-socket, a destroyed socket or one
    *   whose object was closed; `DS_ERR_ALREADY_WRAPPED` if an open object wraps it.
    */
-  constructor(sock: net.Socket | net.Server) {
-    if (!(sock instanceof net.Socket) && !(sock instanceof net.Server)) {
-      throw invalidArg(`DangaSocket expects a net.Socket or net.Server, got ${describe(sock)}`);
+  constructor(sock: net.Socket | net.Server | NativeSocket) {
+    const native = sock instanceof NativeSocket;
+    if (!native && !(sock instanceof net.Socket) && !(sock instanceof net.Server)) {
+      throw invalidArg(
+        `DangaSocket expects a net.Socket, net.Server or NativeSocket, got ${describe(sock)}`,
+      );
     }
     const owner = (sock as Owned)[kOwner];
     if (owner !== undefined) {
@@ -162,13 +173,16 @@ export abstract class DangaSocket {
       }
       throw invalidArg(`socket belonged to an object that was closed (${owner.asString()})`);
     }
-    if (sock instanceof net.Socket && sock.destroyed) {
+    if ((sock instanceof net.Socket || native) && sock.destroyed) {
       throw invalidArg('cannot wrap a destroyed socket');
     }
     this.id = nextId++;
     this[kHandle] = sock;
-    this.channel =
-      sock instanceof net.Server
+    this.channel = native
+      ? sock.isListener
+        ? new NativeListenChannel(sock, new Notifier(this))
+        : new NativeStreamChannel(sock, this)
+      : sock instanceof net.Server
         ? new ServerChannel(sock, new Notifier(this))
         : new StreamChannel(sock, this);
     (sock as Owned)[kOwner] = this;
@@ -320,6 +334,7 @@ export abstract class DangaSocket {
       );
     if (this._closed) return true;
     if (item !== undefined && this.wSize > 0) {
+      if (typeof item !== 'function' && isSharedView(item)) item = Buffer.from(item);
       this.wq.push(item);
       this.wSize += typeof item === 'function' ? 1 : item.length;
       return false;
@@ -358,8 +373,10 @@ export abstract class DangaSocket {
       }
       if (written === CHANNEL_EAGAIN) {
         if (bypass) {
-          this.wq.push(cur);
-          this.wSize += cur.length;
+          // A readView() result is overwritten by the next read: queue a copy.
+          const own = isSharedView(cur) ? Buffer.from(cur) : cur;
+          this.wq.push(own);
+          this.wSize += own.length;
         }
         if (!this.watchingWrite) this.writeSetWatch = true;
         this.setWatchWrite(true);
@@ -367,6 +384,14 @@ export abstract class DangaSocket {
       }
       if (written > 0) this[kActivity]++;
       if (written < toWrite) {
+        if (bypass && isSharedView(cur)) {
+          // Copy only what the kernel refused (wOffset is 0 on the bypass path).
+          const rest = Buffer.from(cur.subarray(written));
+          this.wq.push(rest);
+          this.wSize += rest.length;
+          this.onIncompleteWrite();
+          return false;
+        }
         if (bypass) {
           this.wq.push(cur);
           this.wSize += cur.length;
@@ -532,11 +557,11 @@ export abstract class DangaSocket {
    * Detach and return the still-open socket, paused, with unread bytes put back into it.
    * The map entry goes at the end of the iteration. Returns null if already closed.
    */
-  stealSocket(): net.Socket | net.Server | null {
+  stealSocket(): net.Socket | net.Server | NativeSocket | null {
     if (this._closed) return null;
     this.detachCommon();
     this._closeReason = 'stolen';
-    const sock = this.channel.detach(this[kPushback]) as net.Socket | net.Server;
+    const sock = this.channel.detach(this[kPushback]) as net.Socket | net.Server | NativeSocket;
     this[kPushback] = [];
     (sock as Owned)[kOwner] = undefined;
     loop.deferClose(this, null);
@@ -544,8 +569,8 @@ export abstract class DangaSocket {
   }
 
   /** The wrapped socket, or null after close/steal. */
-  sock(): net.Socket | net.Server | null {
-    return this._closed ? null : (this.channel.sock as net.Socket | net.Server);
+  sock(): net.Socket | net.Server | NativeSocket | null {
+    return this._closed ? null : (this.channel.sock as net.Socket | net.Server | NativeSocket);
   }
 
   /** The OS descriptor where Node exposes one (diagnostics only; may be reused after close). */
@@ -571,8 +596,8 @@ export abstract class DangaSocket {
   }
 
   /** @internal for Listener */
-  protected acceptOne(): net.Socket | null {
-    return this._closed ? null : (this.channel.accept() as net.Socket | null);
+  protected acceptOne(): net.Socket | NativeSocket | null {
+    return this._closed ? null : (this.channel.accept() as net.Socket | NativeSocket | null);
   }
 
   // ---- strings and diagnostics ---------------------------------------------------------
@@ -760,8 +785,24 @@ export abstract class DangaSocket {
   }
 
   /** Handles waiting for their deferred close at the end of the iteration. */
-  static ToClose(): readonly (net.Socket | net.Server)[] {
-    return loop.pendingCloseHandles() as (net.Socket | net.Server)[];
+  static ToClose(): readonly (net.Socket | net.Server | NativeSocket)[] {
+    return loop.pendingCloseHandles() as (net.Socket | net.Server | NativeSocket)[];
+  }
+
+  /**
+   * The backend `Listener.listen` and `connectDanga` use when no `backend` option is given:
+   * `'node'` (net.Socket) or `'native'` (NativeSocket, Linux). Initialised from
+   * `DANGA_BACKEND=node|native` (an unavailable native backend falls back to node with one
+   * warning), else `'node'`.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for another value,
+   *   `DS_ERR_NATIVE_UNAVAILABLE` when setting `'native'` without the addon.
+   */
+  static get DefaultBackend(): Backend {
+    return getDefaultBackend();
+  }
+
+  static set DefaultBackend(value: Backend) {
+    setDefaultBackend(checkBackend(value, 'DefaultBackend'));
   }
 
   /** libuv uses epoll on Linux. */

@@ -12,6 +12,8 @@ export type {
   WriteData,
   WriterFunc,
 } from './danga-socket';
+export { NativeSocket } from './native-socket';
+export type { Backend } from './internal/backend';
 export { Listener } from './listener';
 export type { AcceptCallback, ListenOptions } from './listener';
 export { ManagementConsole } from './management-console';

@@ -1,8 +1,11 @@
+import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { DangaSocket } from './danga-socket';
 import { DangaSocketError, describe, invalidArg } from './errors';
 import { loop } from './event-loop';
+import { pickBackend } from './internal/backend';
+import { NativeSocket, listenNative } from './native-socket';
 import {
   PROXY_HEADER_TIMEOUT_MS,
   ProxyHeaderReader,
@@ -41,10 +44,25 @@ export interface ListenOptions {
   proxyProtocol?: boolean | 'optional' | undefined;
   /** With `proxyProtocol`: how long a connection may take to send its header. Default 10 000. */
   proxyHeaderTimeoutMs?: number | undefined;
+  /**
+   * `'node'` (`onAccept` gets `net.Socket`s) or `'native'` (the addon's listening descriptor,
+   * `accept4` in batches; `onAccept` gets `NativeSocket`s). Default: `DangaSocket.DefaultBackend`.
+   */
+  backend?: 'node' | 'native' | undefined;
 }
 
 /** Called with each accepted socket (paused, half-open allowed), typically `s => new Client(s)`. */
-export type AcceptCallback = (sock: net.Socket) => void;
+export type AcceptCallback = {
+  // Method syntax: a callback typed for one backend's sockets is accepted (bivariance).
+  bivarianceHack(sock: net.Socket | NativeSocket): void;
+}['bivarianceHack'];
+
+/**
+ * What `onAccept` receives for listen options `O`: `NativeSocket` with `backend: 'native'`,
+ * else `net.Socket` (typed so even when `DangaSocket.DefaultBackend` is `'native'`, which hands
+ * out NativeSockets: both wrap the same way, `new Client(sock)`).
+ */
+export type AcceptedSocket<O> = O extends { backend: 'native' } ? NativeSocket : net.Socket;
 
 /**
  * A listening socket on the loop. Its `eventRead` accepts every pending connection and hands
@@ -63,9 +81,15 @@ export class Listener extends DangaSocket {
    * its failed handshakes (`'tlsClientError'`) are reported with context kind `'tls'`.
    * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a non-server or a non-function callback.
    */
-  constructor(server: net.Server, onAccept: AcceptCallback) {
+  constructor(server: NativeSocket, onAccept: (sock: NativeSocket) => void);
+  constructor(server: net.Server, onAccept: (sock: net.Socket) => void);
+  constructor(server: net.Server | NativeSocket, onAccept: AcceptCallback);
+  constructor(
+    server: net.Server | NativeSocket,
+    onAccept: AcceptCallback | ((sock: NativeSocket) => void) | ((sock: net.Socket) => void),
+  ) {
     // The base class also takes a net.Socket, which would make a listener that never accepts.
-    if (!(server instanceof net.Server)) {
+    if (!(server instanceof net.Server) && !(server instanceof NativeSocket && server.isListener)) {
       throw invalidArg(`Listener expects a net.Server, got ${describe(server)}`);
     }
     if (typeof onAccept !== 'function') {
@@ -86,14 +110,27 @@ export class Listener extends DangaSocket {
    * @throws DangaSocketError `DS_ERR_INVALID_ARG` (synchronously) for bad options; the promise
    *   rejects with `DS_ERR_LISTEN`, the OS error as `cause`, if listening fails.
    */
-  static listen(options: ListenOptions, onAccept: AcceptCallback): Promise<Listener> {
+  static listen<O extends ListenOptions>(
+    options: O,
+    onAccept: (sock: AcceptedSocket<O>) => void,
+  ): Promise<Listener> {
     // Bad arguments throw at call time (as `net.connect` and our `connect()` do).
     checkListenOptions(options);
-    const serverTls = options.tls === undefined ? null : makeServerTls(options.tls, 'listen');
     if (options.reusePort === true) checkReusePort();
     if (typeof onAccept !== 'function') {
       throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
     }
+    const backend = pickBackend(options.backend, 'listen');
+    if (backend === 'native') {
+      if (options.tls !== undefined) {
+        throw invalidArg("listen: tls needs backend 'node' (or NativeSocket.toNetSocket())");
+      }
+      if (options.proxyProtocol !== undefined && options.proxyProtocol !== false) {
+        throw invalidArg("listen: proxyProtocol needs backend 'node' for now");
+      }
+      return listenNativeBackend(options, onAccept);
+    }
+    const serverTls = options.tls === undefined ? null : makeServerTls(options.tls, 'listen');
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     const listenArgs: net.ListenOptions =
       options.path !== undefined
@@ -131,14 +168,23 @@ export class Listener extends DangaSocket {
   }
 
   /** Take one pending connection (a `tls.TLSSocket` with `listen({ tls })`), or null if none is waiting. */
-  accept(): net.Socket | null {
+  accept(): net.Socket | NativeSocket | null {
     const s = this.acceptOne();
-    return s === null || this.serverTls === null ? s : wrapServerSocket(s, this.serverTls);
+    return s === null || this.serverTls === null || s instanceof NativeSocket
+      ? s
+      : wrapServerSocket(s, this.serverTls);
   }
 
   /** The bound address (as `net.Server#address()`), or null once closed. */
   address(): net.AddressInfo | string | null {
     const s = this.sock();
+    if (s instanceof NativeSocket) {
+      const address = s.localAddress;
+      const family = s.localFamily;
+      if (address === undefined) return null;
+      if (family === undefined) return address; // a Unix path, as net.Server reports it
+      return { address, family, port: s.localPort ?? 0 };
+    }
     return s instanceof net.Server ? s.address() : null;
   }
 
@@ -150,12 +196,12 @@ export class Listener extends DangaSocket {
       }
       return;
     }
-    let s: net.Socket | null;
+    let s: net.Socket | NativeSocket | null;
     while ((s = this.accept()) !== null) {
       try {
         this.onAccept(s);
       } catch (err) {
-        s.destroy();
+        discardAccepted(s);
         loop.report(err, { kind: 'accept', object: this });
       }
     }
@@ -186,6 +232,49 @@ export class Listener extends DangaSocket {
 
   override eventHup(): void {
     this.close('listen_closed');
+  }
+}
+
+/** A connection whose onAccept threw: destroy it (closing the object if one wraps it). */
+function discardAccepted(s: net.Socket | NativeSocket): void {
+  if (s instanceof NativeSocket) {
+    for (const obj of loop.map.values()) {
+      if (obj.sock() === s) obj.close('handler_error');
+    }
+    s.destroy(); // a no-op while a closed object's deferred close owns the descriptor
+    return;
+  }
+  s.destroy();
+}
+
+/** `listen({ backend: 'native' })`: resolve the host, then socket/bind/listen through the addon. */
+async function listenNativeBackend(
+  options: ListenOptions,
+  onAccept: AcceptCallback,
+): Promise<Listener> {
+  let host = options.host ?? '127.0.0.1';
+  const where = options.path ?? `${host}:${options.port ?? 0}`;
+  try {
+    if (options.path === undefined && net.isIP(host) === 0) {
+      host = (await dns.promises.lookup(host)).address;
+    }
+    const ns = listenNative({
+      host,
+      port: options.port,
+      path: options.path,
+      backlog: options.backlog,
+      reusePort: options.reusePort,
+    });
+    try {
+      return new Listener(ns, onAccept);
+    } catch (err) {
+      ns.destroy();
+      throw err;
+    }
+  } catch (err) {
+    if (err instanceof DangaSocketError) throw err;
+    const e = err instanceof Error ? err : new Error(String(err));
+    throw new DangaSocketError('DS_ERR_LISTEN', `listen ${where}: ${e.message}`, { cause: e });
   }
 }
 

@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { DangaSocket, DangaSocketError, Listener } from '../lib';
+import { DangaSocket, DangaSocketError, Listener, type NativeSocket } from '../lib';
 import { closedPort, runUntil, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
@@ -126,11 +126,17 @@ describe('readiness (reference §5)', () => {
   it('peer FIN with read not watched: no handler at all', async () => {
     const p = await tcpPair();
     const r = new Recorder(p.server);
+    // The control: the same FIN, at the same time, to an object that watches read.
+    const q = await tcpPair();
+    const watched = new Recorder(q.server);
+    watched.watchRead(true);
     p.client.end();
+    q.client.end();
     let n = 0;
-    await runUntil(() => ++n > 10, 2000, 10);
+    await runUntil(() => ++n > 10 && watched.log.includes('read'), 2000, 10);
     expect(r.log).toEqual([]);
     p.close();
+    q.close();
   });
 
   it('peer RST with read watched: eventRead sees null, the app closes, err/hup skipped', async () => {
@@ -577,7 +583,7 @@ describe('stealSocket()', () => {
   it('returns the open socket with unread bytes put back; the entry goes at iteration end', async () => {
     const p = await tcpPair();
     const r = new Recorder(p.server);
-    let stolen: net.Socket | net.Server | null = null;
+    let stolen: net.Socket | net.Server | NativeSocket | null = null;
     r.onRead = (self) => {
       const b = self.read(2);
       if (b !== null && b.length === 2) {

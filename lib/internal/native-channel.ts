@@ -1,0 +1,345 @@
+import type * as net from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify } from '../internal';
+import {
+  EAGAIN,
+  SHARED,
+  adoptFd,
+  errnoError,
+  fdToNetSocket,
+  kRelease,
+  kDestroy,
+  nativeEpoll,
+  setTarget,
+  type NativeSocket,
+  type NativeTarget,
+} from '../native-socket';
+import type { NativeEpoll } from '../native';
+import { CHANNEL_EAGAIN, type Channel, type ChannelAddress } from './channel';
+
+/**
+ * Channels of the `native` backend: a real non-blocking descriptor in the addon's epoll set.
+ * Readiness is what epoll last reported (level-triggered: it reports again every turn while the
+ * condition holds), minus what a read or write has since shown to be gone (EAGAIN, or a short
+ * read/write). Interest follows the object's watches, so an unwatched descriptor costs nothing
+ * and an unread peer is held back by the kernel (TCP flow control), not by our memory.
+ */
+
+const E = osConstants.errno;
+const EMPTY = Buffer.alloc(0);
+const SHARED_AB = SHARED.buffer;
+const ERR_BITS = POLLERR | POLLHUP;
+const ADD = 1;
+const MOD = 3;
+
+/** True if `buf` is a `readView` result (a view of the shared read buffer): copy before keeping. */
+export function isSharedView(buf: Buffer): boolean {
+  return buf.buffer === SHARED_AB;
+}
+
+interface Notifiable {
+  [kNotify](): void;
+}
+
+function toAddress(r: ReturnType<NativeEpoll['name']>): ChannelAddress | undefined {
+  if (typeof r === 'number' || r[0] === 0) return undefined;
+  return { ip: r[1], port: r[2], v6: r[0] === 6 };
+}
+
+/** A connected native socket. */
+export class NativeStreamChannel implements Channel, NativeTarget {
+  private readonly ep: NativeEpoll;
+  private readonly fd: number;
+  /** Epoll's last report (Danga bits), less what reads/writes showed to be gone. */
+  private rev = 0;
+  /** The interest in the epoll set: POLLIN | POLLOUT bits. */
+  private mask = 0;
+  eof = false;
+  error: Error | null = null;
+
+  constructor(
+    readonly sock: NativeSocket,
+    private readonly owner: Notifiable,
+  ) {
+    this.ep = nativeEpoll();
+    this.fd = sock.fd;
+    setTarget(this.fd, this);
+    const rc = this.ep.ctl(this.fd, 0, ADD);
+    if (rc < 0) this.fail(rc, 'epoll_ctl');
+  }
+
+  get pendingBytes(): number {
+    return 0;
+  }
+
+  onEvents(mask: number): void {
+    this.rev = mask | (this.rev & ERR_BITS);
+    this.owner[kNotify]();
+  }
+
+  private fail(neg: number, syscall: string): Error {
+    const err = errnoError(neg, syscall);
+    if (this.error === null) this.error = err;
+    this.rev |= ERR_BITS;
+    this.owner[kNotify]();
+    return err;
+  }
+
+  readiness(): number {
+    return this.error !== null ? POLLIN | POLLOUT | ERR_BITS : this.rev;
+  }
+
+  interest(read: boolean, write: boolean): void {
+    const m = (read ? POLLIN : 0) | (write ? POLLOUT : 0);
+    if (m === this.mask || this.error !== null || this.sock.fd < 0) return;
+    this.mask = m;
+    const rc = this.ep.ctl(this.fd, m, MOD);
+    if (rc < 0) this.fail(rc, 'epoll_ctl');
+  }
+
+  /** One read(2) into the shared buffer; `n` bytes at most. Returns the count, or null. */
+  private sysread(n: number): number | null {
+    if (this.eof || this.error !== null) return null;
+    const r = this.ep.read(this.fd, n < SHARED.length ? n : SHARED.length);
+    if (r > 0) {
+      if (r < n) this.rev &= ~POLLIN;
+      return r;
+    }
+    if (r === 0) {
+      // EOF stays readable (level-triggered): eventRead keeps firing until the object acts.
+      this.eof = true;
+      return null;
+    }
+    if (r === -EAGAIN) {
+      this.rev &= ~POLLIN;
+      return 0;
+    }
+    this.fail(r, 'read');
+    return null;
+  }
+
+  read(n: number): Buffer | null {
+    const r = this.sysread(n);
+    if (r === null) return null;
+    if (r === 0) return EMPTY;
+    // Below 4 KiB allocUnsafe slices Node's pool: the cheap way to hand out an owned Buffer.
+    const out = Buffer.allocUnsafe(r);
+    SHARED.copy(out, 0, 0, r);
+    return out;
+  }
+
+  readView(n: number): Buffer | null {
+    const r = this.sysread(n);
+    if (r === null) return null;
+    return r === 0 ? EMPTY : SHARED.subarray(0, r);
+  }
+
+  write(buf: Buffer, off: number, len: number): number {
+    if (this.error !== null) throw this.error;
+    const r = this.ep.write(this.fd, buf, off, len);
+    if (r >= 0) {
+      if (r < len) this.rev &= ~POLLOUT;
+      return r;
+    }
+    if (r === -EAGAIN) {
+      this.rev &= ~POLLOUT;
+      return CHANNEL_EAGAIN;
+    }
+    throw this.fail(r, 'write');
+  }
+
+  accept(): null {
+    return null;
+  }
+
+  osFd(): number | undefined {
+    const fd = this.sock.fd;
+    return fd >= 0 ? fd : undefined;
+  }
+
+  remote(): ChannelAddress | undefined {
+    return this.sock.fd < 0 ? undefined : toAddress(this.ep.name(this.fd, true));
+  }
+
+  local(): ChannelAddress | undefined {
+    return this.sock.fd < 0 ? undefined : toAddress(this.ep.name(this.fd, false));
+  }
+
+  destroy(): void {
+    this.sock[kDestroy]();
+  }
+
+  detach(pushback: readonly Buffer[]): net.Socket {
+    const s = fdToNetSocket(this.sock[kRelease](), true);
+    if (pushback.length > 0) s.unshift(Buffer.concat(pushback));
+    return s;
+  }
+}
+
+/** A listener's link to its object (the base class's Notifier). */
+interface ListenerNotifiable {
+  notify(): void;
+  acceptError(err: Error): void;
+}
+
+/** Accept errors that mean "out of resources": back off instead of spinning. */
+const RESOURCE = new Set([-E.EMFILE, -E.ENFILE, -E.ENOBUFS, -E.ENOMEM]);
+const BACKOFF_START_MS = 100;
+const BACKOFF_MAX_MS = 1000;
+const ACCEPT_BATCH = 64;
+
+/** A listening native socket: `accept()` takes descriptors accepted in batches by `accept4`. */
+export class NativeListenChannel implements Channel, NativeTarget {
+  private readonly ep: NativeEpoll;
+  private readonly fd: number;
+  private rev = 0;
+  private mask = 0;
+  private readonly batch = new Int32Array(ACCEPT_BATCH);
+  private head = 0;
+  private count = 0;
+  private backoffMs = 0;
+  private backoffTimer: NodeJS.Timeout | null = null;
+  /** One report per back-off episode (until an accept succeeds again). */
+  private reported = false;
+  readonly eof = false;
+  error: Error | null = null;
+
+  constructor(
+    readonly sock: NativeSocket,
+    private readonly owner: ListenerNotifiable,
+  ) {
+    this.ep = nativeEpoll();
+    this.fd = sock.fd;
+    setTarget(this.fd, this);
+    const rc = this.ep.ctl(this.fd, 0, ADD);
+    if (rc < 0) this.fail(rc, 'epoll_ctl');
+  }
+
+  get pendingBytes(): number {
+    return 0;
+  }
+
+  onEvents(mask: number): void {
+    this.rev = mask | (this.rev & ERR_BITS);
+    this.owner.notify();
+  }
+
+  private fail(neg: number, syscall: string): void {
+    if (this.error === null) this.error = errnoError(neg, syscall);
+    this.rev |= ERR_BITS;
+    this.owner.notify();
+  }
+
+  readiness(): number {
+    if (this.error !== null) return POLLIN | ERR_BITS;
+    return this.head < this.count ? this.rev | POLLIN : this.rev;
+  }
+
+  interest(read: boolean): void {
+    const m = read ? POLLIN : 0;
+    if (m === this.mask || this.error !== null || this.sock.fd < 0) return;
+    this.mask = m;
+    if (this.backoffTimer !== null) return; // applied when the back-off ends
+    const rc = this.ep.ctl(this.fd, m, MOD);
+    if (rc < 0) this.fail(rc, 'epoll_ctl');
+  }
+
+  read(): Buffer | null {
+    return null;
+  }
+
+  readView(): Buffer | null {
+    return null;
+  }
+
+  write(): number {
+    return CHANNEL_EAGAIN;
+  }
+
+  accept(): NativeSocket | null {
+    if (this.head < this.count) return adoptFd(this.batch[this.head++] as number, false);
+    if (this.backoffTimer !== null || this.error !== null || this.sock.fd < 0) return null;
+    const r = this.ep.accept(this.fd, this.batch);
+    if (r > 0) {
+      this.head = 1;
+      this.count = r;
+      this.backoffMs = 0;
+      this.reported = false;
+      return adoptFd(this.batch[0] as number, false);
+    }
+    this.head = this.count = 0;
+    if (r === -EAGAIN || r === -E.ECONNABORTED || r === -E.EINTR) {
+      this.rev &= ~POLLIN;
+      return null;
+    }
+    if (RESOURCE.has(r)) {
+      this.backOff(r);
+      return null;
+    }
+    this.fail(r, 'accept');
+    return null;
+  }
+
+  /** Out of descriptors (or memory): stop polling for a while (100 ms doubling to 1 s). */
+  private backOff(neg: number): void {
+    this.backoffMs =
+      this.backoffMs === 0 ? BACKOFF_START_MS : Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+    this.rev &= ~POLLIN;
+    this.ep.ctl(this.fd, 0, MOD);
+    this.backoffTimer = setTimeout(this.resume, this.backoffMs);
+    this.backoffTimer.unref();
+    if (!this.reported) {
+      this.reported = true;
+      const err = errnoError(neg, 'accept');
+      err.message += ` (not accepting for ${this.backoffMs} ms, then retrying)`;
+      this.owner.acceptError(err);
+    }
+  }
+
+  private readonly resume = (): void => {
+    this.backoffTimer = null;
+    if (this.sock.fd < 0 || this.error !== null) return;
+    const rc = this.ep.ctl(this.fd, this.mask, MOD);
+    if (rc < 0) {
+      this.fail(rc, 'epoll_ctl');
+      return;
+    }
+    // Try at once: the connections waited in the backlog meanwhile.
+    this.rev |= POLLIN;
+    this.owner.notify();
+  };
+
+  osFd(): number | undefined {
+    const fd = this.sock.fd;
+    return fd >= 0 ? fd : undefined;
+  }
+
+  remote(): undefined {
+    return undefined;
+  }
+
+  local(): ChannelAddress | undefined {
+    return this.sock.fd < 0 ? undefined : toAddress(this.ep.name(this.fd, false));
+  }
+
+  private dropBatch(): void {
+    while (this.head < this.count) adoptFd(this.batch[this.head++] as number, false)[kDestroy]();
+  }
+
+  destroy(): void {
+    if (this.backoffTimer !== null) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+    this.dropBatch();
+    this.sock[kDestroy]();
+  }
+
+  detach(): NativeSocket {
+    // A listening descriptor goes back as the NativeSocket itself, out of our epoll set.
+    if (this.backoffTimer !== null) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+    this.dropBatch();
+    setTarget(this.fd, undefined);
+    if (this.sock.fd >= 0) this.ep.ctl(this.fd, 0, 2);
+    return this.sock;
+  }
+}
