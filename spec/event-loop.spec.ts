@@ -1,20 +1,34 @@
 import * as net from 'node:net';
-import { DangaSocket, DangaSocketError } from '../lib';
-import { Quiet, advanceUntilSettled, runUntil, tcpPair, useFakeTime } from './helpers';
+import { DangaSocket, DangaSocketError, type NativeSocket } from '../lib';
+import {
+  Quiet,
+  advanceUntil,
+  advanceUntilSettled,
+  runUntil,
+  tcpPair,
+  useFakeTime,
+} from './helpers';
 
-afterEach(() => DangaSocket.Reset());
+// Tests about time run on fake time (useFakeTime); those with real sockets on real time, with
+// bounds of seconds. timing.spec.ts checks the loop against the real clock.
+afterEach(() => {
+  DangaSocket.Reset();
+  jest.useRealTimers();
+});
 
 describe('DangaSocket.EventLoop', () => {
   it('runs exactly 4 iterations with LoopTimeout 250 when the 4th PLC call returns false (t/05)', async () => {
+    useFakeTime();
     DangaSocket.SetLoopTimeout(250);
     let calls = 0;
     DangaSocket.SetPostLoopCallback(() => ++calls < 4);
     const t0 = Date.now();
-    await DangaSocket.EventLoop();
+    await advanceUntilSettled(DangaSocket.EventLoop());
     const elapsed = Date.now() - t0;
     expect(calls).toBe(4);
     expect(elapsed).toBeGreaterThanOrEqual(900);
     expect(elapsed).toBeLessThan(2500);
+    expect(elapsed).toBeGreaterThanOrEqual(1000); // four idle waits, none cut short
   });
 
   it('rejects a second EventLoop while running with DS_ERR_LOOP_RUNNING', async () => {
@@ -85,6 +99,7 @@ describe('DangaSocket.EventLoop', () => {
 
 describe('DangaSocket.AddTimer', () => {
   it('fires timers in fire-time order, never early, in random insertion order (t/05)', async () => {
+    useFakeTime();
     const delays = [0, 0.1, 0.2, 0.3, 0.4, 0.5];
     const order = [...delays].sort(() => Math.random() - 0.5);
     const t0 = Date.now() / 1000;
@@ -92,7 +107,7 @@ describe('DangaSocket.AddTimer', () => {
     for (const d of order) DangaSocket.AddTimer(d, (now) => fired.push([d, now]));
     DangaSocket.SetLoopTimeout(250);
     DangaSocket.SetPostLoopCallback(() => fired.length < 6);
-    await DangaSocket.EventLoop();
+    await advanceUntilSettled(DangaSocket.EventLoop());
     expect(fired.map(([d]) => d)).toEqual(delays);
     for (const [d, now] of fired) {
       expect(now).toBeGreaterThanOrEqual(t0 + d - 0.002);
@@ -101,16 +116,12 @@ describe('DangaSocket.AddTimer', () => {
   });
 
   it('runs equal fire times in the order added', async () => {
+    useFakeTime(); // the clock stands still while they are added: equal fire times
     const seen: number[] = [];
-    const realNow = performance.now.bind(performance);
-    const frozen = realNow();
-    jest.spyOn(performance, 'now').mockImplementation(() => frozen);
-    try {
-      for (let i = 0; i < 20; i++) DangaSocket.AddTimer(0, () => seen.push(i));
-    } finally {
-      jest.restoreAllMocks();
-    }
-    await runUntil(() => seen.length === 20);
+    const timers = [];
+    for (let i = 0; i < 20; i++) timers.push(DangaSocket.AddTimer(0, () => seen.push(i)));
+    expect(new Set(timers.map((t) => t.fireTime)).size).toBe(1);
+    await advanceUntil(() => seen.length === 20);
     expect(seen).toEqual([...Array(20).keys()]);
   });
 
@@ -135,36 +146,38 @@ describe('DangaSocket.AddTimer', () => {
 
   it('runs a 0-delay timer added inside a timer on a later pass even if the clock stood still', async () => {
     useFakeTime(); // the clock stands still within a pass: the nested fire time == pass time
-    try {
-      const log: string[] = [];
-      let pass = 0;
-      DangaSocket.AddTimer(0, () => {
-        log.push(`outer@${pass}`);
-        DangaSocket.AddTimer(0, () => log.push(`nested0@${pass}`));
-        DangaSocket.AddTimer(-1, () => log.push(`nestedNeg@${pass}`));
-      });
-      DangaSocket.SetLoopTimeout(0);
-      DangaSocket.SetPostLoopCallback(() => {
-        pass++;
-        return log.length < 3 && pass < 1000;
-      });
-      await advanceUntilSettled(DangaSocket.EventLoop());
-      expect(log).toEqual(['outer@0', 'nestedNeg@0', 'nested0@1']);
-    } finally {
-      DangaSocket.Reset();
-      jest.useRealTimers();
-    }
+    const log: string[] = [];
+    let pass = 0;
+    DangaSocket.AddTimer(0, () => {
+      log.push(`outer@${pass}`);
+      DangaSocket.AddTimer(0, () => log.push(`nested0@${pass}`));
+      DangaSocket.AddTimer(-1, () => log.push(`nestedNeg@${pass}`));
+    });
+    DangaSocket.SetLoopTimeout(0);
+    DangaSocket.SetPostLoopCallback(() => {
+      pass++;
+      return log.length < 3 && pass < 1000;
+    });
+    await advanceUntilSettled(DangaSocket.EventLoop());
+    expect(log).toEqual(['outer@0', 'nestedNeg@0', 'nested0@1']);
   });
 
   it('passes the same snapshot time to every timer of one pass', async () => {
     const nows: number[] = [];
+    useFakeTime();
     DangaSocket.AddTimer(-1, (now) => nows.push(now));
+    DangaSocket.AddTimer(-1, (now) => {
+      nows.push(now);
+      jest.advanceTimersByTime(5); // a slow timer: the clock moves within the pass
+    });
     DangaSocket.AddTimer(-1, (now) => nows.push(now));
-    await runUntil(() => nows.length === 2);
+    await advanceUntil(() => nows.length === 3);
     expect(nows[0]).toBe(nows[1]);
+    expect(nows[2]).toBe(nows[1]);
   });
 
   it('cancel() is idempotent and a cancelled timer neither fires nor wakes the loop', async () => {
+    useFakeTime();
     let fired = false;
     const t = DangaSocket.AddTimer(0.3, () => {
       fired = true;
@@ -172,15 +185,25 @@ describe('DangaSocket.AddTimer', () => {
     t.cancel();
     t.cancel();
     let iterations = 0;
-    DangaSocket.SetLoopTimeout(1000);
-    DangaSocket.SetPostLoopCallback(() => ++iterations < 2);
-    DangaSocket.AddTimer(0.6, () => {});
     const t0 = Date.now();
-    await DangaSocket.EventLoop();
+    const plcAt: number[] = [];
+    DangaSocket.SetLoopTimeout(1000);
+    DangaSocket.SetPostLoopCallback(() => {
+      plcAt.push(Date.now() - t0);
+      return ++iterations < 2;
+    });
+    let liveFiredAt = -1;
+    DangaSocket.AddTimer(0.6, () => (liveFiredAt = Date.now() - t0));
+    await advanceUntilSettled(DangaSocket.EventLoop());
     expect(fired).toBe(false);
     // Woken only by the 0.6 s timer, not the cancelled 0.3 s one.
     expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
     expect(iterations).toBe(2);
+    // The first wait ended for the live 0.6 s timer (not at 0.3 s, not at the 1 s timeout),
+    // and that timer did fire.
+    expect(plcAt[0]).toBeGreaterThanOrEqual(600);
+    expect(plcAt[0]).toBeLessThan(650);
+    expect(liveFiredAt).toBeGreaterThanOrEqual(600);
   });
 
   it('re-adds itself for periodic work (Perlbal _do_cleanup idiom)', async () => {
@@ -189,8 +212,9 @@ describe('DangaSocket.AddTimer', () => {
       runs++;
       if (runs < 5) DangaSocket.AddTimer(0.02, tick);
     };
+    useFakeTime();
     DangaSocket.AddTimer(0.02, tick);
-    await runUntil(() => runs === 5);
+    await advanceUntil(() => runs === 5);
     expect(runs).toBe(5);
   });
 
@@ -279,11 +303,14 @@ describe('SetLoopTimeout', () => {
   });
 
   it('with 0 never waits (a busy loop that still runs I/O)', async () => {
+    useFakeTime();
+    DangaSocket.AddTimer(10, () => {}); // a loop that waited would wait for this
     DangaSocket.SetLoopTimeout(0);
     let n = 0;
     DangaSocket.SetPostLoopCallback(() => ++n < 200);
     const t0 = Date.now();
-    await DangaSocket.EventLoop();
+    await advanceUntilSettled(DangaSocket.EventLoop());
+    expect(n).toBe(200);
     expect(Date.now() - t0).toBeLessThan(2000);
   });
 });
@@ -298,7 +325,7 @@ describe('HaveEpoll / WatchedSockets / ToClose', () => {
     const a = new Quiet(server);
     expect(DangaSocket.WatchedSockets()).toBe(1);
     let during: number | undefined;
-    let pending: readonly (net.Socket | net.Server)[] = [];
+    let pending: readonly (net.Socket | net.Server | NativeSocket)[] = [];
     DangaSocket.AddTimer(0, () => {
       a.close('bye');
       during = DangaSocket.WatchedSockets();
@@ -316,16 +343,19 @@ describe('HaveEpoll / WatchedSockets / ToClose', () => {
 
 describe('waking from outside the loop', () => {
   it('a timer cancelled while the loop waits for it does not wake the loop', async () => {
+    useFakeTime();
     let plcCalls = 0;
     const t = DangaSocket.AddTimer(0.3, () => {});
     DangaSocket.AddTimer(0.8, () => {});
     setTimeout(() => t.cancel(), 100);
     DangaSocket.SetPostLoopCallback(() => ++plcCalls < 1);
     const t0 = Date.now();
-    await DangaSocket.EventLoop();
+    await advanceUntilSettled(DangaSocket.EventLoop());
     // Woken by the 0.8 s timer only: one PLC call, not one at 0.3 s.
     expect(Date.now() - t0).toBeGreaterThanOrEqual(750);
     expect(plcCalls).toBe(1);
+    // The live timer did wake it, at its own time (LoopTimeout is -1: nothing else could).
+    expect(Date.now() - t0).toBeLessThan(850);
   });
 
   it('an object wrapped from outside the loop wakes it, so PLCs see it at once', async () => {

@@ -1,11 +1,15 @@
 import { DangaSocket } from '../lib';
 import { AbsoluteTimer, CountdownTimer, PeriodicTimer, type RescheduleMode } from '../lib/timers';
-import { runUntil } from './helpers';
+import { advanceFor, advanceUntil, useFakeTime, watchTimeoutDelays } from './helpers';
 
+// Fake time throughout (jest's modern fake timers drive the loop's clock); the real-time
+// behaviour of these timers is covered with loose bounds in timing.spec.ts.
 const cleanups: (() => void)[] = [];
+beforeEach(() => useFakeTime());
 afterEach(() => {
   DangaSocket.Reset();
   for (const fn of cleanups.splice(0)) fn();
+  jest.useRealTimers();
 });
 
 const DAY_S = 86400;
@@ -14,11 +18,10 @@ function nowS(): number {
   return performance.now() / 1000;
 }
 
-/** Busy-wait: a tick that blocks the loop. */
+/** A tick that blocks the loop until `t`: the fake clock moves while the tick runs. */
 function blockUntilS(t: number): void {
-  while (nowS() < t) {
-    // spin
-  }
+  const ms = (t - nowS()) * 1000;
+  if (ms > 0) jest.advanceTimersByTime(ms);
 }
 
 function captureErrors(): unknown[] {
@@ -28,8 +31,8 @@ function captureErrors(): unknown[] {
 }
 
 describe('PeriodicTimer', () => {
-  // The reference's example (100 ms interval, 2nd tick blocks 350 ms) scaled ×3 for a noisy
-  // machine: interval 0.3 s, the 2nd tick returns at 1.65 s.
+  // The reference's example (100 ms interval, 2nd tick blocks 350 ms) scaled ×3: interval
+  // 0.3 s, the 2nd tick returns at 1.65 s.
   const expected: Record<RescheduleMode, number[]> = {
     hard: [0.3, 0.6, 1.65, 1.65, 1.65, 1.8],
     skip: [0.3, 0.6, 1.8, 2.1, 2.4, 2.7],
@@ -51,7 +54,7 @@ describe('PeriodicTimer', () => {
       });
       t0 = nowS();
       timer.start();
-      await runUntil(() => ticks.length >= 6, 6000);
+      await advanceUntil(() => ticks.length >= 6, 6000);
       expect(ticks).toHaveLength(6);
       expect(timer.isRunning).toBe(false);
       ticks.forEach((t, i) => {
@@ -77,7 +80,7 @@ describe('PeriodicTimer', () => {
     timer.start();
     expect(ticks).toHaveLength(0);
     expect(timer.isRunning).toBe(true);
-    await runUntil(() => ticks.length >= 2, 3000);
+    await advanceUntil(() => ticks.length >= 2, 3000);
     timer.stop();
     expect(ticks[0]).toBeLessThan(0.15);
     expect(ticks[1]).toBeGreaterThanOrEqual(0.39);
@@ -93,8 +96,7 @@ describe('PeriodicTimer', () => {
       },
     });
     timer.start();
-    const end = nowS() + 0.4;
-    await runUntil(() => nowS() >= end, 2000);
+    await advanceFor(400); // eight intervals
     expect(ticks).toBe(1);
     expect(timer.isRunning).toBe(false);
   });
@@ -115,8 +117,7 @@ describe('PeriodicTimer', () => {
       },
     });
     timer.start();
-    const end = t0 + 1.2;
-    await runUntil(() => nowS() >= end, 3000);
+    await advanceFor(1200);
     expect(ticks).toHaveLength(3);
     expect((ticks[1] as number) - (ticks[0] as number)).toBeGreaterThanOrEqual(0.19);
     expect((ticks[2] as number) - (ticks[1] as number)).toBeGreaterThanOrEqual(0.19);
@@ -127,8 +128,7 @@ describe('PeriodicTimer', () => {
     const timer = new PeriodicTimer({ intervalS: 0.25, onTick: () => ticks++ });
     timer.start();
     timer.start();
-    const end = nowS() + 0.4;
-    await runUntil(() => nowS() >= end, 2000);
+    await advanceFor(400); // one tick at 0.25 s; a second schedule would tick there too
     timer.stop();
     expect(ticks).toBe(1);
   });
@@ -144,7 +144,7 @@ describe('PeriodicTimer', () => {
       },
     });
     timer.start();
-    await runUntil(() => ticks >= 3, 3000);
+    await advanceUntil(() => ticks >= 3, 3000);
     timer.stop();
     expect(ticks).toBe(3);
     expect(errors.map((e) => (e as Error).message)).toEqual(['tick 1', 'tick 2', 'tick 3']);
@@ -157,7 +157,7 @@ describe('PeriodicTimer', () => {
     DangaSocket.Reset();
     expect(timer.isRunning).toBe(false);
     timer.start();
-    await runUntil(() => ticks >= 1, 2000);
+    await advanceUntil(() => ticks >= 1, 2000);
     expect(ticks).toBe(1);
   });
 
@@ -194,8 +194,7 @@ describe('CountdownTimer', () => {
     });
     timer.start();
     expect(timer.isExpired).toBe(false);
-    const end = t0 + 0.6;
-    await runUntil(() => nowS() >= end, 2000);
+    await advanceFor(600);
     expect(expired).toBe(1);
     expect(at).toBeGreaterThanOrEqual(0.199);
     expect(timer.isExpired).toBe(true);
@@ -210,7 +209,7 @@ describe('CountdownTimer', () => {
     const timer = new CountdownTimer({ delayS: 0.4, onExpire: () => (at = nowS() - t0) });
     timer.start();
     DangaSocket.AddTimer(0.2, () => timer.reset());
-    await runUntil(() => at > 0, 3000);
+    await advanceUntil(() => at > 0, 3000);
     expect(at).toBeGreaterThanOrEqual(0.599);
     expect(at).toBeLessThan(0.9);
   });
@@ -220,9 +219,12 @@ describe('CountdownTimer', () => {
     const timer = new CountdownTimer({ delayS: 0, onExpire: () => expired++ });
     timer.reset();
     expect(timer.isRunning).toBe(false);
-    const end = nowS() + 0.1;
-    await runUntil(() => nowS() >= end, 1000);
+    await advanceFor(100);
     expect(expired).toBe(0);
+    // The same timer, started, does expire on the next pass.
+    timer.start();
+    await advanceUntil(() => expired > 0, 1000);
+    expect(expired).toBe(1);
   });
 
   it('fires delay 0 on the next loop pass, not inside start(); start() in onExpire re-arms', async () => {
@@ -235,19 +237,22 @@ describe('CountdownTimer', () => {
     });
     timer.start();
     expect(expired).toBe(0);
-    const iterations = await runUntil(() => expired >= 3, 2000, 0);
+    const iterations = await advanceUntil(() => expired >= 3, 2000, 0);
     expect(expired).toBe(3);
     expect(iterations).toBeGreaterThanOrEqual(3);
   });
 
   it('stop() prevents expiry', async () => {
     let expired = 0;
+    let controlExpired = 0;
     const timer = new CountdownTimer({ delayS: 0.05, onExpire: () => expired++ });
+    const control = new CountdownTimer({ delayS: 0.05, onExpire: () => controlExpired++ });
     timer.start();
+    control.start();
     timer.stop();
     timer.stop();
-    const end = nowS() + 0.2;
-    await runUntil(() => nowS() >= end, 1000);
+    await advanceFor(200);
+    expect(controlExpired).toBe(1); // the same delay, not stopped, did expire
     expect(expired).toBe(0);
     expect(timer.isExpired).toBe(false);
   });
@@ -272,7 +277,7 @@ describe('AbsoluteTimer', () => {
       onExpire: () => (firedAt = Date.now() / 1000),
     });
     timer.start();
-    await runUntil(() => firedAt > 0, 2000);
+    await advanceUntil(() => firedAt > 0, 2000);
     expect(firedAt).toBeGreaterThanOrEqual(target - 0.001);
     expect(firedAt - target).toBeLessThan(0.2);
     expect(timer.isRunning).toBe(false);
@@ -283,7 +288,7 @@ describe('AbsoluteTimer', () => {
     const timer = new AbsoluteTimer({ time: Date.now() / 1000 - 10, onExpire: () => fired++ });
     timer.start();
     expect(fired).toBe(0);
-    await runUntil(() => fired > 0, 1000, 0);
+    await advanceUntil(() => fired > 0, 1000, 0);
     expect(fired).toBe(1);
   });
 
@@ -297,76 +302,54 @@ describe('AbsoluteTimer', () => {
     const target = Date.now() / 1000 + 0.2;
     timer.time = target;
     expect(timer.time).toBe(target);
-    await runUntil(() => firedAt > 0, 2000);
+    await advanceUntil(() => firedAt > 0, 2000);
     expect(firedAt).toBeGreaterThanOrEqual(target - 0.001);
   });
 
-  it('does not fire early when the wait exceeds 2^31-1 ms (30 days, fake clock)', async () => {
-    jest.useFakeTimers({ now: Date.now() });
-    try {
-      const warnings: string[] = [];
-      const onWarning = (w: Error): void => {
-        warnings.push(w.name);
-      };
-      process.on('warning', onWarning);
-      cleanups.push(() => process.removeListener('warning', onWarning));
-      const fired: string[] = [];
-      let absoluteAtS = 0;
-      const start = Date.now();
-      new AbsoluteTimer({
-        time: start / 1000 + 30 * DAY_S,
-        onExpire: () => {
-          absoluteAtS = (Date.now() - start) / 1000;
-          fired.push('absolute');
-        },
-      }).start();
-      new CountdownTimer({ delayS: 30 * DAY_S, onExpire: () => fired.push('countdown') }).start();
-      new PeriodicTimer({
-        intervalS: 30 * DAY_S,
-        onTick: () => fired.push('periodic'),
-      }).start();
-      const running = DangaSocket.EventLoop();
-      await jest.advanceTimersByTimeAsync(29.9 * DAY_S * 1000);
-      expect(fired).toEqual([]);
-      await jest.advanceTimersByTimeAsync(0.1 * DAY_S * 1000 + 1000);
-      expect(fired).toHaveLength(3);
-      expect(absoluteAtS).toBeGreaterThanOrEqual(30 * DAY_S);
-      expect(absoluteAtS).toBeLessThan(30 * DAY_S + 2);
-      DangaSocket.Reset();
-      await running;
-      expect(warnings).not.toContain('TimeoutOverflowWarning');
-    } finally {
-      DangaSocket.Reset();
-      jest.useRealTimers();
-      for (const fn of cleanups.splice(0)) fn();
-    }
-  });
-
-  it('does not fire early when the wait exceeds 2^31-1 ms (real clock, 300 ms run)', async () => {
-    const warnings: string[] = [];
-    const onWarning = (w: Error): void => {
-      warnings.push(w.name);
-    };
-    process.on('warning', onWarning);
-    cleanups.push(() => process.removeListener('warning', onWarning));
-    let fired = 0;
-    // The loop itself waits for the countdown (no loop timeout), so an unclamped setTimeout
-    // would overflow and fire after 1 ms.
-    new CountdownTimer({ delayS: 30 * DAY_S, onExpire: () => fired++ }).start();
+  it('does not fire early when the wait exceeds 2^31-1 ms (30 days)', async () => {
+    // The delays the loop gives setTimeout, each Node would overflow named as its warning.
+    const delays = watchTimeoutDelays();
+    cleanups.push(() => delays.stop());
+    const fired: string[] = [];
+    let absoluteAtS = 0;
+    const start = Date.now();
+    new AbsoluteTimer({
+      time: start / 1000 + 30 * DAY_S,
+      onExpire: () => {
+        absoluteAtS = (Date.now() - start) / 1000;
+        fired.push('absolute');
+      },
+    }).start();
+    new CountdownTimer({ delayS: 30 * DAY_S, onExpire: () => fired.push('countdown') }).start();
+    new PeriodicTimer({
+      intervalS: 30 * DAY_S,
+      onTick: () => fired.push('periodic'),
+    }).start();
     const running = DangaSocket.EventLoop();
-    setTimeout(() => DangaSocket.Reset(), 300);
+    await jest.advanceTimersByTimeAsync(29.9 * DAY_S * 1000);
+    expect(fired).toEqual([]);
+    await jest.advanceTimersByTimeAsync(0.1 * DAY_S * 1000 + 1000);
+    expect(fired).toHaveLength(3);
+    expect(absoluteAtS).toBeGreaterThanOrEqual(30 * DAY_S);
+    expect(absoluteAtS).toBeLessThan(30 * DAY_S + 2);
+    DangaSocket.Reset();
     await running;
-    expect(fired).toBe(0);
+    const warnings = delays.warnings();
     expect(warnings).not.toContain('TimeoutOverflowWarning');
+    expect(delays.maxDelayMs()).toBe(2 ** 31 - 1); // the loop's long waits, clamped
   });
 
   it('stop() disarms it', async () => {
     let fired = 0;
-    const timer = new AbsoluteTimer({ time: Date.now() / 1000 + 0.05, onExpire: () => fired++ });
+    let controlFired = 0;
+    const time = Date.now() / 1000 + 0.05;
+    const timer = new AbsoluteTimer({ time, onExpire: () => fired++ });
+    const control = new AbsoluteTimer({ time, onExpire: () => controlFired++ });
     timer.start();
+    control.start();
     timer.stop();
-    const end = nowS() + 0.2;
-    await runUntil(() => nowS() >= end, 1000);
+    await advanceFor(200);
+    expect(controlFired).toBe(1); // the same time, not stopped, did fire
     expect(fired).toBe(0);
   });
 
