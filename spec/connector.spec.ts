@@ -1,5 +1,6 @@
 import * as net from 'node:net';
 import * as os from 'node:os';
+import * as vm from 'node:vm';
 import { Worker } from 'node:worker_threads';
 import {
   connect,
@@ -485,7 +486,9 @@ describe('connect() callback style', () => {
 
   it('calls onConnectError once with DS_ERR_CONNECT and causes no unhandled rejection', async () => {
     const unhandled = jest.fn();
-    process.on('unhandledRejection', unhandled);
+    // The host process: jest's sandboxed `process` never receives 'unhandledRejection'.
+    const hostProcess = vm.runInThisContext('process') as NodeJS.Process;
+    hostProcess.on('unhandledRejection', unhandled);
     try {
       const err = await new Promise<DangaSocketError>((resolve) => {
         void connect({ host: '127.0.0.1', port: refused4, onConnectError: resolve });
@@ -494,7 +497,7 @@ describe('connect() callback style', () => {
       await settleHandles();
       expect(unhandled).not.toHaveBeenCalled();
     } finally {
-      process.off('unhandledRejection', unhandled);
+      hostProcess.off('unhandledRejection', unhandled);
     }
   });
 

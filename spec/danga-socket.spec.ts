@@ -126,11 +126,17 @@ describe('readiness (reference §5)', () => {
   it('peer FIN with read not watched: no handler at all', async () => {
     const p = await tcpPair();
     const r = new Recorder(p.server);
+    // The control: the same FIN, at the same time, to an object that watches read.
+    const q = await tcpPair();
+    const watched = new Recorder(q.server);
+    watched.watchRead(true);
     p.client.end();
+    q.client.end();
     let n = 0;
-    await runUntil(() => ++n > 10, 2000, 10);
+    await runUntil(() => ++n > 10 && watched.log.includes('read'), 2000, 10);
     expect(r.log).toEqual([]);
     p.close();
+    q.close();
   });
 
   it('peer RST with read watched: eventRead sees null, the app closes, err/hup skipped', async () => {

@@ -1,7 +1,7 @@
 import * as vm from 'node:vm';
 import { DangaSocket } from '../lib';
 import { onSignal } from '../lib/signal';
-import { runUntil, sleep } from './helpers';
+import { runFor, runUntil, waitFor } from './helpers';
 
 // SIGUSR1 belongs to Node's inspector; SIGUSR2 is free in tests.
 const SIG = 'SIGUSR2';
@@ -14,6 +14,24 @@ const guard = (): void => {};
 beforeAll(() => hostProcess.on(SIG, guard));
 afterAll(() => hostProcess.removeListener(SIG, guard));
 afterEach(() => DangaSocket.Reset());
+
+/**
+ * Send SIG to ourselves and wait until the host process delivered it: a listener added after
+ * onSignal's own runs after it, so onSignal's process handler has run too.
+ */
+async function deliver(): Promise<void> {
+  let delivered = false;
+  const marker = (): void => {
+    delivered = true;
+  };
+  hostProcess.on(SIG, marker);
+  try {
+    process.kill(process.pid, SIG);
+    await waitFor(() => delivered, `${SIG} delivery`);
+  } finally {
+    hostProcess.removeListener(SIG, marker);
+  }
+}
 
 describe('onSignal', () => {
   it('runs every watcher once per delivery', async () => {
@@ -31,8 +49,7 @@ describe('onSignal', () => {
       expect(calls).toEqual([delivery, delivery, delivery]);
     }
     // No late extra calls.
-    const end = Date.now() + 100;
-    await runUntil(() => Date.now() >= end, 1000);
+    await runFor(100);
     expect(calls).toEqual([3, 3, 3]);
     expect(new Set(names)).toEqual(new Set([SIG]));
     for (const w of watches) w.cancel();
@@ -41,8 +58,7 @@ describe('onSignal', () => {
   it('runs the callback inside a loop iteration, not from the process handler', async () => {
     let called = 0;
     const w = onSignal('USR2', () => called++);
-    process.kill(process.pid, SIG);
-    await sleep(150); // the process handler has run by now; the loop is not running
+    await deliver(); // the process handler has run; the loop is not running
     expect(called).toBe(0);
     await runUntil(() => called > 0, 3000);
     expect(called).toBe(1);
@@ -72,8 +88,7 @@ describe('onSignal', () => {
     let b = 0;
     const wa = onSignal(SIG, () => a++);
     const wb = onSignal(SIG, () => b++);
-    process.kill(process.pid, SIG);
-    await sleep(100);
+    await deliver();
     wa.cancel();
     await runUntil(() => b > 0, 3000);
     expect([a, b]).toEqual([0, 1]);

@@ -142,14 +142,22 @@ linuxDescribe('SocketAlarm', () => {
   });
 
   it('does nothing when cancelled before the disconnect', async () => {
-    const [a, b] = await pairs(2);
-    if (a === undefined || b === undefined) throw new Error('no pairs');
+    const [a, b, c, d] = await pairs(4);
+    if (a === undefined || b === undefined || c === undefined || d === undefined) {
+      throw new Error('no pairs');
+    }
     const alarm = track(socketAlarm(a.accepted, EVENT_SHUT, [['shut_w', b.accepted]]));
+    // The control: the same alarm, not cancelled, on a peer that leaves at the same time.
+    const control = track(socketAlarm(c.accepted, EVENT_SHUT, [['shut_w', d.accepted]]));
     let bEnded = false;
     void ended(b.client).then(() => (bEnded = true));
+    const dEnded = ended(d.client);
     expect(alarm.cancel()).toBe(true);
     expect(alarm.cancel()).toBe(false);
     a.client.destroy();
+    c.client.destroy();
+    await withTimeout(dEnded, 5000, "the control alarm's action");
+    expect(control.triggered).toBe(true);
     await sleep(600);
     expect(bEnded).toBe(false);
     expect(alarm.triggered).toBe(false);
@@ -195,19 +203,32 @@ linuxDescribe('SocketAlarm', () => {
   });
 
   it('cancel() during a sleep stops the remaining actions', async () => {
-    const [a, b] = await pairs(2);
-    if (a === undefined || b === undefined) throw new Error('no pairs');
+    const [a, b, c, d] = await pairs(4);
+    if (a === undefined || b === undefined || c === undefined || d === undefined) {
+      throw new Error('no pairs');
+    }
     const alarm = track(
       socketAlarm(a.accepted, [
         ['sleep', 0.5],
         ['shut_w', b.accepted],
       ]),
     );
+    // The control: the same actions, not cancelled, finish within the window below.
+    const control = track(
+      socketAlarm(c.accepted, [
+        ['sleep', 0.5],
+        ['shut_w', d.accepted],
+      ]),
+    );
     let bEnded = false;
     void ended(b.client).then(() => (bEnded = true));
+    const dEnded = ended(d.client);
     a.client.destroy();
+    c.client.destroy();
     await waitFor(() => alarm.curAction === 0, 'the sleep action');
     expect(alarm.cancel()).toBe(true);
+    await withTimeout(dEnded, 5000, "the control's action after its sleep");
+    expect(control.triggered).toBe(true);
     await sleep(900);
     expect(bEnded).toBe(false);
     expect(alarm.curAction).toBe(0);
