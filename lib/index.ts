@@ -66,7 +66,7 @@ export type {
   SocketAlarmOptions,
 } from './socket-alarm';
 export { StreamSocket } from './stream-socket';
-export type { OnReadCallback, StreamSocketOptions } from './stream-socket';
+export type { LineOptions, OnReadCallback, StreamSocketOptions } from './stream-socket';
 export { AbsoluteTimer, CountdownTimer, PeriodicTimer } from './timers';
 export type {
   AbsoluteTimerOptions,

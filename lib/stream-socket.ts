@@ -2,6 +2,7 @@ import * as net from 'node:net';
 import { types } from 'node:util';
 import { DangaSocket, type WriteData } from './danga-socket';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
+import { StreamReader } from './internal/stream-reader';
 
 /**
  * Consume a prefix of `buffer`: return how many bytes were handled (0 = wait for more).
@@ -11,8 +12,11 @@ export type OnReadCallback = (buffer: Buffer, eof: boolean, stream: StreamSocket
 
 /** Options of `new StreamSocket(sock, options)`. Every callback may also be a subclass override. */
 export interface StreamSocketOptions {
-  /** The read handler (see `StreamSocket#onRead`); required unless a subclass overrides it. */
-  onRead?: OnReadCallback;
+  /**
+   * The read handler (see `StreamSocket#onRead`). Without it (and without a subclass override)
+   * the bytes wait for `lines()`, `readExactly()` and `readUntil()`.
+   */
+  onRead?: OnReadCallback | undefined;
   /** After the final `onRead(…, true)` calls (see `StreamSocket#onReadEof`). */
   onReadEof?: (stream: StreamSocket) => void;
   /** The socket failed before EOF; the stream closes after this returns. */
@@ -45,6 +49,30 @@ export interface StreamSocketOptions {
 
 const EMPTY = Buffer.alloc(0);
 const DEFAULT_READ_LEN = 8192;
+/** Default read high-water mark of a stream without onRead (low: half of it). */
+const CONSUMER_READ_HIGH = 64 * 1024;
+/** Default longest line (or `readUntil` record) before the stream closes. */
+const DEFAULT_MAX_LINE = 64 * 1024;
+
+/** The `maxLength` of `lines()` / `readUntil()` options. */
+function checkMaxLength(what: string, options: unknown): number {
+  if (options === undefined) return DEFAULT_MAX_LINE;
+  if (typeof options !== 'object' || options === null) {
+    throw invalidArg(`${what} expects an options object, got ${describe(options)}`);
+  }
+  const max: unknown = (options as { maxLength?: unknown }).maxLength;
+  if (max === undefined) return DEFAULT_MAX_LINE;
+  if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 1) {
+    throw invalidArg(`${what} maxLength must be an integer >= 1, got ${describe(max)}`);
+  }
+  return max;
+}
+
+/** Options of `StreamSocket#lines()` and `StreamSocket#readUntil()`. */
+export interface LineOptions {
+  /** Longest line (bytes, without the terminator) before the stream closes; default 64 KiB. */
+  maxLength?: number | undefined;
+}
 const WRITE_FAILURES = new Set(['EPIPE', 'ECONNRESET', 'write_error']);
 const CALLBACK_OPTIONS = [
   'onRead',
@@ -88,7 +116,7 @@ function checkMarks(
   return [h, l];
 }
 
-function checkStreamOptions(options: unknown, hasOnReadMethod: boolean): StreamSocketOptions {
+function checkStreamOptions(options: unknown): StreamSocketOptions {
   if (typeof options !== 'object' || options === null) {
     throw invalidArg(`StreamSocket expects an options object, got ${describe(options)}`);
   }
@@ -97,9 +125,6 @@ function checkStreamOptions(options: unknown, hasOnReadMethod: boolean): StreamS
     if (o[key] !== undefined && typeof o[key] !== 'function') {
       throw invalidArg(`StreamSocket ${key} must be a function, got ${describe(o[key])}`);
     }
-  }
-  if (o.onRead === undefined && !hasOnReadMethod) {
-    throw invalidArg('StreamSocket needs an onRead handler (an option or a subclass override)');
   }
   if (o.closeOnReadEof !== undefined && typeof o.closeOnReadEof !== 'boolean') {
     throw invalidArg(
@@ -157,17 +182,20 @@ export class StreamSocket extends DangaSocket {
   private writeFailed = false;
   private closingWhenEmpty = false;
   private closeWhenEmptyReason: string | undefined = undefined;
+  /** Set when made without onRead: serves lines(), readExactly() and readUntil(). */
+  private readonly reader: StreamReader | null;
+  /** EOF handling (onReadEof) ran; the close waits for a consumer to see the EOF too. */
+  private eofHandled = false;
 
   /**
    * Wrap a connected (or connecting) socket and start reading at once.
-   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a bad option, a missing `onRead`, or a
-   *   handle that is not a `net.Socket`; see `DangaSocket` for wrapping errors.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a bad option or a handle that is not a
+   *   `net.Socket`; see `DangaSocket` for wrapping errors.
    */
   constructor(sock: net.Socket, options: StreamSocketOptions = {}) {
-    const o = checkStreamOptions(
-      options,
-      new.target.prototype.onRead !== StreamSocket.prototype.onRead,
-    );
+    const o = checkStreamOptions(options);
+    const consumers =
+      o.onRead === undefined && new.target.prototype.onRead === StreamSocket.prototype.onRead;
     if (!(sock instanceof net.Socket)) {
       throw invalidArg(`StreamSocket expects a net.Socket, got ${describe(sock)}`);
     }
@@ -175,8 +203,12 @@ export class StreamSocket extends DangaSocket {
     this.opts = o;
     this.readLen = o.readLen ?? DEFAULT_READ_LEN;
     this.closeOnReadEof = o.closeOnReadEof ?? true;
-    this.readHigh = o.readHighWatermark ?? Infinity;
-    this.readLow = o.readLowWatermark ?? 0;
+    // Without onRead, unconsumed bytes must stay bounded: pause at 64 KiB by default.
+    this.readHigh = o.readHighWatermark ?? (consumers ? CONSUMER_READ_HIGH : Infinity);
+    this.readLow = o.readLowWatermark ?? (consumers ? CONSUMER_READ_HIGH / 2 : 0);
+    this.reader = consumers ? new StreamReader(this.readerHost()) : null;
+    // Reset() and stealSocket() bypass close(): end waiting consumers then too.
+    if (consumers) void this.whenClosed().then(() => this.reader?.end());
     this.writeHigh = o.writeHighWatermark ?? Infinity;
     this.writeLow = o.writeLowWatermark ?? 0;
     this.watchRead(true);
@@ -192,6 +224,7 @@ export class StreamSocket extends DangaSocket {
   onRead(buffer: Buffer, eof: boolean): number {
     const fn = this.opts.onRead;
     if (fn === undefined) {
+      if (this.reader !== null) return this.reader.onRead(buffer, eof);
       throw new DangaSocketError('DS_ERR_UNHANDLED_EVENT', `no onRead for ${this.asString()}`);
     }
     return fn(buffer, eof, this);
@@ -288,7 +321,8 @@ export class StreamSocket extends DangaSocket {
     this.append(chunk);
     this.drain(false);
     const len = this.rEnd - this.rStart;
-    if (!this.closed && !this.aboveReadHigh && len >= this.readHigh) {
+    // A waiting consumer (a long line, readExactly(n) past the mark) needs more: keep reading.
+    if (!this.closed && !this.aboveReadHigh && len >= this.readHigh && !this.consumerWaits()) {
       this.aboveReadHigh = true;
       this.onReadHighWatermark(len);
     }
@@ -358,6 +392,88 @@ export class StreamSocket extends DangaSocket {
       this.onWriteError(this.failureError(reason));
     }
     super.close(reason);
+    if (this.closed) this.reader?.end();
+  }
+
+  // ---- pull consumers (a stream made without onRead) ----------------------------------
+
+  /**
+   * The received lines as UTF-8 strings, for `for await`. A line ends at `\n`; the `\n` and a
+   * `\r` before it are dropped; a last line without `\n` comes at EOF. A line longer than
+   * `maxLength` bytes (default 64 KiB) closes the stream with reason `'line_too_long'`. The
+   * iterator ends when the stream closes or a consumer sees the EOF; leaving the loop early
+   * (`break`) keeps the unread bytes for the next consumer.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a stream with an `onRead`, while another
+   *   consumer is in use, or for a bad `maxLength`.
+   */
+  lines(options?: LineOptions): AsyncIterableIterator<string, undefined, undefined> {
+    const max = checkMaxLength('lines()', options);
+    return this.consumer('lines()').lines(max);
+  }
+
+  /**
+   * Resolves with the next `n` bytes (a Buffer that is never overwritten).
+   * @returns rejects with `DS_ERR_CLOSED` if the stream closes, or reaches EOF, first.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a stream with an `onRead`, while another
+   *   consumer is in use, or unless `n` is an integer >= 0.
+   */
+  readExactly(n: number): Promise<Buffer> {
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+      throw invalidArg(`readExactly expects a byte count >= 0, got ${describe(n)}`);
+    }
+    return this.consumer('readExactly()').readExactly(n);
+  }
+
+  /**
+   * Resolves with the bytes up to and including the next `delimiter` (a string is UTF-8). More
+   * than `maxLength` bytes (default 64 KiB) before it close the stream (`'line_too_long'`).
+   * @returns rejects with `DS_ERR_CLOSED` if the stream closes, or reaches EOF, first.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a stream with an `onRead`, while another
+   *   consumer is in use, for an empty or non-byte delimiter or a bad `maxLength`.
+   */
+  readUntil(delimiter: string | Uint8Array, options?: LineOptions): Promise<Buffer> {
+    let delim: Buffer;
+    if (typeof delimiter === 'string') delim = Buffer.from(delimiter, 'utf8');
+    else if (delimiter instanceof Uint8Array) delim = Buffer.from(delimiter);
+    else throw invalidArg(`readUntil expects a string or bytes, got ${describe(delimiter)}`);
+    if (delim.length === 0) throw invalidArg('readUntil expects a non-empty delimiter');
+    const max = checkMaxLength('readUntil()', options);
+    return this.consumer('readUntil()').readUntil(delim, max);
+  }
+
+  private consumer(what: string): StreamReader {
+    if (this.reader === null) {
+      throw invalidArg(
+        `${what} needs a StreamSocket made without onRead (this one has its own reader)`,
+      );
+    }
+    return this.reader;
+  }
+
+  private consumerWaits(): boolean {
+    return this.reader !== null && this.reader.pending;
+  }
+
+  private readerHost(): ConstructorParameters<typeof StreamReader>[0] {
+    return {
+      close: (reason?: string): void => this.close(reason),
+      pump: (): void => {
+        if (this.closed) return;
+        this.drain(this.eofSeen);
+        // A request still waits while reading is paused at the high mark: resume for it.
+        if (!this.closed && this.aboveReadHigh && this.consumerWaits() && !this.eofSeen) {
+          this.aboveReadHigh = false;
+          this.onReadLowWatermark(this.readBufSize);
+        }
+      },
+      eofDelivered: (): void => {
+        if (this.eofHandled) this.closeAtEof();
+      },
+    };
+  }
+
+  private closeAtEof(): void {
+    if (!this.closed && this.closeOnReadEof && !this.closingWhenEmpty) this.closeWhenEmpty('eof');
   }
 
   // ---- internals -----------------------------------------------------------------------
@@ -453,7 +569,9 @@ export class StreamSocket extends DangaSocket {
       this.drain(true);
       if (this.closed) return;
       this.onReadEof();
-      if (!this.closed && this.closeOnReadEof && !this.closingWhenEmpty) this.closeWhenEmpty('eof');
+      this.eofHandled = true;
+      // Consumers: close only once one has seen the EOF (its last lines may still need replies).
+      if (this.reader === null || this.reader.eofSeen) this.closeAtEof();
       return;
     }
     const err = this.failureError('read_error');

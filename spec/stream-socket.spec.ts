@@ -630,7 +630,6 @@ describe('StreamSocket writing and closing', () => {
 describe('StreamSocket constructor', () => {
   const onRead = (b: Buffer): number => b.length;
   it.each([
-    ['no onRead', {}],
     ['onRead not a function', { onRead: 'x' }],
     ['onReadEof not a function', { onRead, onReadEof: 1 }],
     ['readLen 0', { onRead, readLen: 0 }],
