@@ -1,3 +1,6 @@
+// Run by `npm run test:pack` (and once by .ci/run), not by `npm test`: packing, installing
+// offline and running the smoke programs takes over a minute, and it is the same on every
+// Node, so the per-version runs would only repeat it.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,7 +14,11 @@ function packSmoke(): Promise<{ code: number | null; out: string }> {
   delete env['DANGA_NO_NATIVE'];
   // A fresh local build is the same Node-API binary prebuildify would make; CI's
   // scripts/pack-smoke.sh step runs prebuildify itself.
-  if (fs.existsSync(path.join(root, 'build', 'Release', 'danga_socket.node'))) {
+  // CI sets DANGA_PREBUILD_REUSE=0 so that prebuildify itself runs once.
+  if (
+    env['DANGA_PREBUILD_REUSE'] === undefined &&
+    fs.existsSync(path.join(root, 'build', 'Release', 'danga_socket.node'))
+  ) {
     env['DANGA_PREBUILD_REUSE'] = '1';
   }
   return new Promise((resolve) => {
