@@ -1,45 +1,307 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { DangaSocket, Listener, NativeSocket, connect } from '../lib';
-import { Echo, runUntil } from './helpers';
+import { DangaSocket, DangaSocketError, Listener, NativeSocket, connect } from '../lib';
+import { nativeEpoll } from '../lib/native-socket';
+import { LOAD_CLIENT, fdCount, killChildren, spawnChild } from './fixtures/children';
+import { Echo, caught, runUntil, sleep } from './helpers';
 
-afterEach(() => DangaSocket.Reset());
+// Specs only a real descriptor can pass: kernel partial writes, level-triggered EOF, a flood
+// held by the kernel, descriptors closed at the end of the iteration, EBADF, many connections.
+
+const peers = new Set<net.Socket>();
+afterEach(async () => {
+  for (const p of peers) p.destroy();
+  peers.clear();
+  await killChildren();
+  DangaSocket.Reset();
+});
+
+/** Records its hooks; reads nothing unless told to. */
+class Recorder extends DangaSocket {
+  log: string[] = [];
+  override eventRead(): void {
+    this.log.push('read');
+  }
+  override eventWrite(): void {
+    this.log.push('write');
+  }
+  override eventErr(): void {
+    this.log.push('err');
+  }
+  override eventHup(): void {
+    this.log.push('hup');
+  }
+  /** Keep the kernel's refusal in the queue: no automatic flush. */
+  override onIncompleteWrite(): void {}
+}
+
+/** A native listener and a node client connected to it; resolves the accepted NativeSocket. */
+async function nativeServerPair(): Promise<{ ns: NativeSocket; client: net.Socket }> {
+  let accepted: NativeSocket | undefined;
+  const l = await Listener.listen({ backend: 'native' }, (s) => {
+    accepted = s;
+  });
+  const port = (l.address() as net.AddressInfo).port;
+  const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  client.on('error', () => {});
+  peers.add(client);
+  await runUntil(() => accepted !== undefined);
+  l.close('done');
+  return { ns: accepted as NativeSocket, client };
+}
+
+function linkOf(fd: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+}
 
 describe('native backend', () => {
-  it('echoes through a native listener to a node client', async () => {
-    const l = await Listener.listen({ backend: 'native' }, (s) => {
-      expect(s).toBeInstanceOf(NativeSocket);
-      new Echo(s as unknown as net.Socket);
-    });
-    const addr = l.address() as net.AddressInfo;
-    const c = net.connect(addr.port, '127.0.0.1');
+  it('echoes through a native listener to a node client, and connect() dials natively', async () => {
+    const l = await Listener.listen({ backend: 'native' }, (s) => new Echo(s as never));
+    const port = (l.address() as net.AddressInfo).port;
+    const c = net.connect(port, '127.0.0.1');
+    peers.add(c);
     let got = '';
     c.on('data', (d) => (got += d.toString()));
     c.write('hello native');
     await runUntil(() => got === 'hello native');
-    c.destroy();
+
+    const ns = await connect({ host: '127.0.0.1', port, backend: 'native' });
+    expect(ns).toBeInstanceOf(NativeSocket);
+    expect(ns.remotePort).toBe(port);
+    expect(ns.remoteAddress).toBe('127.0.0.1');
+    expect(ns.remoteFamily).toBe('IPv4');
+    const o = new Recorder(ns);
+    let back = '';
+    o.eventRead = function (this: Recorder) {
+      const b = this.read(100);
+      if (b !== null) back += b.toString();
+    };
+    o.watchRead(true);
+    o.write('ping');
+    await runUntil(() => back === 'ping');
+    expect(o.peerAddrString()).toBe(`127.0.0.1:${port}`);
   });
 
-  it('connects natively and echoes', async () => {
-    const l = await Listener.listen(
-      { backend: 'native' },
-      (s) => new Echo(s as unknown as net.Socket),
+  it('keeps exactly what the kernel refused in writeBufSize (a real partial write)', async () => {
+    const { ns, client } = await nativeServerPair();
+    client.pause(); // the peer reads nothing: the kernel's buffers fill up
+    const o = new Recorder(ns);
+    const total = 32 * 1024 * 1024;
+    expect(o.write(Buffer.alloc(total, 7))).toBe(false);
+    const refused = o.writeBufSize;
+    expect(refused).toBeGreaterThan(0);
+    expect(refused).toBeLessThan(total);
+    // Everything the kernel took reaches the peer; nothing more (we never flush again).
+    let received = 0;
+    client.on('data', (d: Buffer) => (received += d.length));
+    client.resume();
+    let last = -1;
+    await runUntil(
+      () => {
+        const settled = received === last && received > 0;
+        last = received;
+        return settled;
+      },
+      10000,
+      200,
     );
-    const addr = l.address() as net.AddressInfo;
-    const ns = await connect({ host: '127.0.0.1', port: addr.port, backend: 'native' });
-    expect(ns.remotePort).toBe(addr.port);
-    let got = '';
-    class C extends DangaSocket {
-      override eventRead(): void {
-        const b = this.read(100);
-        if (b === null) this.close('eof');
-        else got += b.toString();
-      }
-      override eventErr(): void {}
-      override eventHup(): void {}
-    }
-    const c = new C(ns);
-    c.watchRead(true);
-    c.write('ping');
-    await runUntil(() => got === 'ping');
+    expect(received).toBe(total - refused);
+    expect(o.writeBufSize).toBe(refused);
   });
+
+  it('fires eventRead every iteration while an EOF is unread (level-triggered)', async () => {
+    const { ns, client } = await nativeServerPair();
+    const o = new Recorder(ns);
+    o.watchRead(true);
+    client.end();
+    await runUntil(() => o.log.filter((e) => e === 'read').length >= 5);
+    expect(o.read(10)).toBeNull();
+    expect(o.osError).toBeUndefined();
+  });
+
+  it('holds a flooding peer in the kernel while read is not watched (our RSS stays bounded)', async () => {
+    const { ns, client } = await nativeServerPair();
+    const o = new Recorder(ns);
+    const chunk = randomBytes(64 * 1024);
+    const rss0 = process.memoryUsage().rss;
+    let accepted = 0;
+    // Write until the kernel stops taking bytes for 500 ms (measured, not assumed).
+    let stalledSince = 0;
+    while (Date.now() - (stalledSince || Date.now()) < 500) {
+      if (client.writableNeedDrain) {
+        stalledSince ||= Date.now();
+        await sleep(20);
+      } else {
+        stalledSince = 0;
+        client.write(chunk, (err) => {
+          if (!err) accepted += chunk.length;
+        });
+        await new Promise((r) => setImmediate(r));
+      }
+      await runUntil(() => true, 100, 0);
+    }
+    expect(accepted).toBeGreaterThan(0);
+    expect(o.log).not.toContain('read');
+    // The object buffered nothing: all of it waits in the kernel (not our memory).
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(accepted + 16 * 1024 * 1024);
+    o.watchRead(true);
+    let drained = 0;
+    o.eventRead = function (this: Recorder) {
+      const b = this.readView(1024 * 1024);
+      if (b !== null) drained += b.length;
+    };
+    await runUntil(() => drained >= accepted, 10000);
+  });
+
+  it('closes the descriptor only at the end of the iteration, not inside close()', async () => {
+    const { ns } = await nativeServerPair();
+    const fd = ns.fd;
+    const link = linkOf(fd);
+    expect(link).toMatch(/^socket:/);
+    const o = new Recorder(ns);
+    let inHook: string | undefined;
+    let pending: readonly unknown[] = [];
+    DangaSocket.AddTimer(0, () => {
+      o.close('bye');
+      inHook = linkOf(fd);
+      pending = DangaSocket.ToClose();
+    });
+    await runUntil(() => inHook !== undefined);
+    expect(inHook).toBe(link);
+    expect(pending).toContain(ns);
+    await expect(o.whenClosed()).resolves.toBe('bye');
+    expect(ns.fd).toBe(-1);
+    expect(linkOf(fd)).not.toBe(link);
+  });
+
+  it('closes an object whose descriptor was closed under it (EBADF), without aborting', async () => {
+    const { ns } = await nativeServerPair();
+    const o = new Recorder(ns);
+    fs.closeSync(ns.fd);
+    o.write('x');
+    expect(o.closed).toBe(true);
+    expect(o.closeReason).toBe('write_error');
+    expect((o.osError as NodeJS.ErrnoException | undefined)?.code).toBe('EBADF');
+    let reason: string | undefined | null = null;
+    void o.whenClosed().then((r) => (reason = r));
+    await runUntil(() => reason !== null);
+    expect(reason).toBe('write_error');
+  });
+
+  it('steals a native object as a net.Socket with the unread bytes put back', async () => {
+    const { ns, client } = await nativeServerPair();
+    const o = new Recorder(ns);
+    o.watchRead(true);
+    client.write('abcdef');
+    let stolen: net.Socket | undefined;
+    o.eventRead = function (this: Recorder) {
+      const b = this.read(2);
+      if (b !== null && b.length === 2) {
+        this.pushBackRead('PB');
+        stolen = this.stealSocket() as net.Socket;
+      }
+    };
+    await runUntil(() => stolen !== undefined);
+    const s = stolen as net.Socket;
+    peers.add(s);
+    let got = '';
+    s.on('data', (d) => (got += d.toString()));
+    s.resume();
+    await runUntil(() => got === 'PBcdef');
+    s.write('back');
+    let echoed = '';
+    client.on('data', (d) => (echoed += d.toString()));
+    await runUntil(() => echoed === 'back');
+  });
+
+  it('hands a NativeSocket to Node with toNetSocket()', async () => {
+    const { ns, client } = await nativeServerPair();
+    const s = ns.toNetSocket();
+    peers.add(s);
+    expect(ns.fd).toBe(-1);
+    let got = '';
+    s.on('data', (d) => (got += d.toString()));
+    client.write('over to node');
+    await runUntil(() => got === 'over to node');
+  });
+
+  it('refuses bad arguments with DS_ERR_INVALID_ARG', async () => {
+    expect(caught(() => void Listener.listen({ backend: 'bogus' as never }, () => {})).code).toBe(
+      'DS_ERR_INVALID_ARG',
+    );
+    expect(
+      caught(() => void connect({ host: '127.0.0.1', port: 1, backend: 5 as never })).code,
+    ).toBe('DS_ERR_INVALID_ARG');
+    expect(
+      caught(() => {
+        DangaSocket.DefaultBackend = 'epoll' as never;
+      }).code,
+    ).toBe('DS_ERR_INVALID_ARG');
+    expect(caught(() => new NativeSocket(Symbol('x'), 0, false)).code).toBe('DS_ERR_INVALID_ARG');
+    const { ns } = await nativeServerPair();
+    expect(caught(() => ns.setNoDelay('yes' as never)).code).toBe('DS_ERR_INVALID_ARG');
+    expect(caught(() => ns.setKeepAlive(true, -1)).code).toBe('DS_ERR_INVALID_ARG');
+    new Recorder(ns);
+    expect(caught(() => new Recorder(ns)).code).toBe('DS_ERR_ALREADY_WRAPPED');
+    expect(caught(() => ns.destroy())).toBeInstanceOf(DangaSocketError);
+  });
+
+  it('sets TCP_NODELAY and SO_KEEPALIVE through setsockopt', async () => {
+    const { ns } = await nativeServerPair();
+    const ep = nativeEpoll();
+    const k = ep.constants;
+    ns.setNoDelay(true);
+    expect(ep.getInt(ns.fd, k.IPPROTO_TCP as number, k.TCP_NODELAY as number)).toBe(1);
+    ns.setNoDelay(false);
+    expect(ep.getInt(ns.fd, k.IPPROTO_TCP as number, k.TCP_NODELAY as number)).toBe(0);
+    ns.setKeepAlive(true, 5000);
+    expect(ep.getInt(ns.fd, k.SOL_SOCKET as number, k.SO_KEEPALIVE as number)).toBe(1);
+    expect(ep.getInt(ns.fd, k.IPPROTO_TCP as number, k.TCP_KEEPIDLE as number)).toBe(5);
+    const o = new Recorder(ns);
+    o.tcpCork(true);
+    expect(ep.getInt(ns.fd, k.IPPROTO_TCP as number, k.TCP_CORK as number)).toBe(1);
+    o.tcpCork(false);
+  });
+
+  it('holds 10,000 native connections and churns 50,000 more with no descriptor leak', async () => {
+    let count = 0;
+    const l = await Listener.listen({ backend: 'native', backlog: 4096 }, (s) => {
+      count++;
+      new Echo(s as never);
+    });
+    const port = (l.address() as net.AddressInfo).port;
+    const fds0 = fdCount();
+    const hold = spawnChild(process.execPath, [
+      LOAD_CLIENT,
+      ...['--port', String(port), '--mode', 'hold', '--conns', '10000', '--deadline-ms', '60000'],
+    ]);
+    let established = false;
+    void hold.waitForStdout(/"phase":"established"/, 60000).then(() => (established = true));
+    await runUntil(() => established, 60000);
+    expect(hold.stdout()).toMatch(/"open":10000,"mismatches":0/);
+    expect(DangaSocket.DescriptorMap().size).toBe(10001);
+    expect(fdCount() - fds0).toBeGreaterThanOrEqual(10000);
+    hold.proc.stdin?.write('close\n');
+    await runUntil(() => DangaSocket.DescriptorMap().size === 1, 30000);
+    await runUntil(() => fdCount() <= fds0, 5000);
+
+    const churn = spawnChild(process.execPath, [
+      LOAD_CLIENT,
+      ...['--port', String(port), '--mode', 'churn', '--count', '50000', '--slots', '64'],
+      ...['--deadline-ms', '200000'],
+    ]);
+    let churned = false;
+    void churn.waitForStdout(/"phase":"churned"/, 200000).then(() => (churned = true));
+    await runUntil(() => churned, 200000);
+    expect(churn.stdout()).toMatch(/"ok":50000/);
+    expect(churn.stdout()).toMatch(/"mismatches":0/);
+    await runUntil(() => DangaSocket.DescriptorMap().size === 1, 10000);
+    await runUntil(() => fdCount() <= fds0, 5000);
+    expect(count).toBeGreaterThanOrEqual(60000);
+  }, 300000);
 });
