@@ -54,6 +54,9 @@ export type WriterFunc = (buf: Buffer, length: number, offset: number) => number
 const MAX_READ = 1024 * 1024;
 
 let nextId = 100000;
+/** Shared empty sentinels, replaced by a real array on first use (never pushed to). */
+const NO_PUSHBACK: Buffer[] = [];
+const NO_QUEUE: (Buffer | (() => void))[] = [];
 /** A handle with our back-reference (a property, not a WeakMap entry: less memory). */
 type Owned = { [kOwner]?: DangaSocket | undefined };
 
@@ -125,7 +128,7 @@ export abstract class DangaSocket {
   /** @internal */
   [kWatchingRead] = false;
   /** @internal pushed-back chunks, read first */
-  [kPushback]: Buffer[] = [];
+  [kPushback]: Buffer[] = NO_PUSHBACK;
   /** @internal the wrapped handle, until it is really closed or stolen */
   [kHandle]: net.Socket | net.Server | NativeSocket | null;
 
@@ -135,7 +138,7 @@ export abstract class DangaSocket {
   private watchingWrite = false;
   /** True if write() (not the user) turned write-watching on, so it may turn it off. */
   private writeSetWatch = false;
-  private wq: (Buffer | (() => void))[] = [];
+  private wq: (Buffer | (() => void))[] = NO_QUEUE;
   private wOffset = 0;
   private wSize = 0;
   private writerFunc: WriterFunc | null = null;
@@ -285,6 +288,7 @@ export abstract class DangaSocket {
     if (typeof data === 'string') buf = Buffer.from(data, 'utf8');
     else if (Buffer.isBuffer(data)) buf = data;
     else throw invalidArg(`pushBackRead expects a Buffer or string, got ${describe(data)}`);
+    if (this[kPushback] === NO_PUSHBACK) this[kPushback] = [];
     this[kPushback].push(buf);
     if (!this._closed) loop.pushbackSet.add(this);
   }
@@ -335,7 +339,7 @@ export abstract class DangaSocket {
     if (this._closed) return true;
     if (item !== undefined && this.wSize > 0) {
       if (typeof item !== 'function' && isSharedView(item)) item = Buffer.from(item);
-      this.wq.push(item);
+      this.#queue().push(item);
       this.wSize += typeof item === 'function' ? 1 : item.length;
       return false;
     }
@@ -375,7 +379,7 @@ export abstract class DangaSocket {
         if (bypass) {
           // A readView() result is overwritten by the next read: queue a copy.
           const own = isSharedView(cur) ? Buffer.from(cur) : cur;
-          this.wq.push(own);
+          this.#queue().push(own);
           this.wSize += own.length;
         }
         if (!this.watchingWrite) this.writeSetWatch = true;
@@ -387,13 +391,13 @@ export abstract class DangaSocket {
         if (bypass && isSharedView(cur)) {
           // Copy only what the kernel refused (wOffset is 0 on the bypass path).
           const rest = Buffer.from(cur.subarray(written));
-          this.wq.push(rest);
+          this.#queue().push(rest);
           this.wSize += rest.length;
           this.onIncompleteWrite();
           return false;
         }
         if (bypass) {
-          this.wq.push(cur);
+          this.#queue().push(cur);
           this.wSize += cur.length;
         }
         this.wOffset += written;
@@ -410,6 +414,12 @@ export abstract class DangaSocket {
       this.wSize -= written;
       this.wq.shift();
     }
+  }
+
+  /** The write queue, allocated on first use (most objects never queue: memory per idle object). */
+  #queue(): (Buffer | (() => void))[] {
+    if (this.wq === NO_QUEUE) this.wq = [];
+    return this.wq;
   }
 
   private callWriter(buf: Buffer, toWrite: number): number {
@@ -490,7 +500,7 @@ export abstract class DangaSocket {
       }
     }
     this._closed = true;
-    this.wq = [];
+    this.wq = NO_QUEUE;
     this.watchingWrite = false;
     this[kWatchingRead] = false;
   }
@@ -562,7 +572,7 @@ export abstract class DangaSocket {
     this.detachCommon();
     this._closeReason = 'stolen';
     const sock = this.channel.detach(this[kPushback]) as net.Socket | net.Server | NativeSocket;
-    this[kPushback] = [];
+    this[kPushback] = NO_PUSHBACK;
     (sock as Owned)[kOwner] = undefined;
     loop.deferClose(this, null);
     return sock;
