@@ -131,6 +131,11 @@ export class NativeSocket {
     return this._fd;
   }
 
+  /** Always true, as on the `net.Socket`s the library wraps: nothing ends our side but us. */
+  get allowHalfOpen(): true {
+    return true;
+  }
+
   /** True once destroyed or handed to Node. */
   get destroyed(): boolean {
     return this._fd < 0;
