@@ -275,13 +275,15 @@ function handleOf(obj: net.Socket | net.Server): Handle | null {
 }
 
 /**
- * Bytes of this socket's writes that libuv has not handed to the kernel yet. Without the
- * handle field, the stream's `writableLength` (which also counts bytes in flight, so a write
- * looks unfinished until its callback: slower, never wrong).
+ * Bytes of this socket's writes that libuv has not handed to the kernel yet. Where the handle
+ * does not count them (no such field, or 0 while the stream still holds bytes: a `TLSWrap` on
+ * Node 22+ reports 0 while its write is pending), the stream's `writableLength`, which also
+ * counts bytes in flight, so a write looks unfinished until its callback: slower, never
+ * wrong, and Node's buffers never grow behind our back.
  */
 export function unsentBytes(sock: net.Socket): number {
   const q = handleOf(sock)?.writeQueueSize;
-  return typeof q === 'number' ? q : sock.writableLength;
+  return typeof q === 'number' && q > 0 ? q : sock.writableLength;
 }
 
 /** The OS descriptor of a socket or listening server, where Node exposes one. */
