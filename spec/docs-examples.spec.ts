@@ -181,6 +181,50 @@ describe('docs examples', () => {
     }
   });
 
+  it('every example type-checks under strict settings against lib/', () => {
+    const files = new Map(
+      all.map((e) => [
+        path.join(ROOT, `.docs-example-${e.doc.replace(/[/.]/g, '_')}_${e.line}.ts`),
+        e,
+      ]),
+    );
+    const options: ts.CompilerOptions = {
+      strict: true,
+      noUncheckedIndexedAccess: true,
+      exactOptionalPropertyTypes: true,
+      noImplicitOverride: true,
+      target: ts.ScriptTarget.ES2022,
+      lib: ['lib.es2022.d.ts', 'lib.esnext.disposable.d.ts'],
+      module: ts.ModuleKind.Node16,
+      moduleResolution: ts.ModuleResolutionKind.Node16,
+      types: ['node'],
+      skipLibCheck: true,
+      noEmit: true,
+      baseUrl: ROOT,
+      paths: { 'danga-socket': ['lib/index.ts'] },
+    };
+    const host = ts.createCompilerHost(options);
+    const getSourceFile = host.getSourceFile.bind(host);
+    host.getSourceFile = (name, version, onError) => {
+      const e = files.get(path.resolve(name));
+      return e !== undefined
+        ? ts.createSourceFile(name, e.source, version)
+        : getSourceFile(name, version, onError);
+    };
+    const fileExists = host.fileExists.bind(host);
+    host.fileExists = (name) => files.has(path.resolve(name)) || fileExists(name);
+    const program = ts.createProgram([...files.keys()], options, host);
+    const problems = ts
+      .getPreEmitDiagnostics(program)
+      .filter((d) => d.file !== undefined && files.has(path.resolve(d.file.fileName)))
+      .map((d) => {
+        const e = files.get(path.resolve((d.file as ts.SourceFile).fileName)) as Example;
+        const { line } = (d.file as ts.SourceFile).getLineAndCharacterOfPosition(d.start ?? 0);
+        return `${e.doc}:${e.line + 1 + line}: ${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`;
+      });
+    expect(problems).toEqual([]);
+  }, 60_000);
+
   it.each(all.map((e) => [`${e.doc}:${e.line}`, e] as const))(
     '%s exits 0 and prints what the doc shows',
     async (_name, example) => {
