@@ -196,34 +196,22 @@ export abstract class DangaSocket {
 
   // ---- hooks ---------------------------------------------------------------------------
 
-  /** Readable (data, EOF or error pending) while read is watched. Override it. */
-  eventRead(): void {
-    throw new DangaSocketError(
-      'DS_ERR_UNHANDLED_EVENT',
-      `Base class eventRead called for ${this.asString()}`,
-    );
-  }
+  /**
+   * Readable (data, EOF or error pending) while read is watched. Every subclass implements it
+   * (a JavaScript subclass that does not gets the base's `DS_ERR_UNHANDLED_EVENT` at run time).
+   */
+  abstract eventRead(): void;
 
   /** Writable while write is watched. The default flushes the write queue. */
   eventWrite(): void {
     this.write(undefined);
   }
 
-  /** An error on the socket (always delivered). Override it; the base throws. */
-  eventErr(): void {
-    throw new DangaSocketError(
-      'DS_ERR_UNHANDLED_EVENT',
-      `Base class eventErr called for ${this.asString()}`,
-    );
-  }
+  /** An error on the socket (always delivered). Every subclass implements it. */
+  abstract eventErr(): void;
 
-  /** Hang-up (always delivered). Override it; the base throws. */
-  eventHup(): void {
-    throw new DangaSocketError(
-      'DS_ERR_UNHANDLED_EVENT',
-      `Base class eventHup called for ${this.asString()}`,
-    );
-  }
+  /** Hang-up (always delivered). Every subclass implements it. */
+  abstract eventHup(): void;
 
   /** A write was partial. The default turns write-watching on (and write() turns it off again). */
   onIncompleteWrite(): void {
@@ -896,6 +884,21 @@ function normaliseFds(map: unknown): Map<number, OtherFdCallback> {
     out.set(fd, v as OtherFdCallback);
   }
   return out;
+}
+
+// The abstract hooks still exist at run time: a JavaScript subclass (no compiler to demand
+// them) that leaves one out gets DS_ERR_UNHANDLED_EVENT, which closes only that object.
+for (const hook of ['eventRead', 'eventErr', 'eventHup'] as const) {
+  Object.defineProperty(DangaSocket.prototype, hook, {
+    value: function unhandledEvent(this: DangaSocket): void {
+      throw new DangaSocketError(
+        'DS_ERR_UNHANDLED_EVENT',
+        `Base class ${hook} called for ${this.asString()}`,
+      );
+    },
+    writable: true,
+    configurable: true,
+  });
 }
 
 export type {

@@ -163,6 +163,9 @@ describe('the Danga connect idiom (construct on the connecting socket)', () => {
       super(sock);
       this.watchWrite(true);
     }
+    override eventRead(): void {
+      this.seen.push('read'); // read is never watched
+    }
     override eventWrite(): void {
       this.seen.push('write');
       this.watchWrite(false);

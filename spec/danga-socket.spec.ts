@@ -41,11 +41,26 @@ describe('t/10 events: listener, client and pushback', () => {
             if (acc.endsWith('\n')) this.watchRead(false);
         }
       }
+      override eventErr(): void {
+        this.close('error');
+      }
+      override eventHup(): void {
+        this.close('hup');
+      }
     }
     class Client extends DangaSocket {
+      override eventRead(): void {
+        this.watchRead(false); // never watched: it only writes
+      }
       override eventWrite(): void {
         this.write('Hello!\n');
         this.watchWrite(false);
+      }
+      override eventErr(): void {
+        this.close('error');
+      }
+      override eventHup(): void {
+        this.close('hup');
       }
     }
     let iter = 0;
@@ -451,7 +466,11 @@ describe('errors from hooks', () => {
     const p = await tcpPair();
     const errors: unknown[] = [];
     DangaSocket.setErrorHandler((err) => errors.push(err));
-    class OnlyRead extends DangaSocket {
+    // A JavaScript subclass without eventErr/eventHup (TypeScript rejects one: they are abstract).
+    type Hooks = { eventRead(): void; eventErr(): void; eventHup(): void };
+    type Args = ConstructorParameters<typeof DangaSocket>;
+    const Base = DangaSocket as unknown as new (...args: Args) => DangaSocket & Hooks;
+    class OnlyRead extends Base {
       override eventRead(): void {}
     }
     const o = new OnlyRead(p.server);
