@@ -75,4 +75,4 @@ export type {
   RescheduleMode,
 } from './timers';
 export { onSignal } from './signal';
-export type { SignalCallback, SignalWatch } from './signal';
+export type { SignalCallback, SignalShortName, SignalWatch } from './signal';

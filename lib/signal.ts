@@ -10,6 +10,13 @@ import { loop } from './event-loop';
  * the next timer pass — so callbacks run inside a loop iteration, never in between.
  */
 
+/** A signal name without its `SIG` prefix, e.g. `'HUP'` for `'SIGHUP'`. */
+export type SignalShortName = NodeJS.Signals extends infer S
+  ? S extends `SIG${infer Short}`
+    ? Short
+    : never
+  : never;
+
 /** Called once per delivery of the signal, inside a loop iteration, with its name. */
 export type SignalCallback = (signal: NodeJS.Signals) => void;
 
@@ -55,13 +62,25 @@ loop.resetHooks.push(() => {
   watched.clear();
 });
 
+/** Number → name (the first name of a number: SIGABRT before SIGIOT, SIGIO before SIGPOLL). */
+function nameOfNumber(n: number): string | undefined {
+  for (const [name, num] of Object.entries(os.constants.signals)) if (num === n) return name;
+  return undefined;
+}
+
 function signalName(name: unknown): NodeJS.Signals {
-  if (typeof name !== 'string') {
-    throw invalidArg(`onSignal expects a signal name, got ${describe(name)}`);
-  }
-  const sig = name.startsWith('SIG') ? name : `SIG${name}`;
-  if (!Object.prototype.hasOwnProperty.call(os.constants.signals, sig)) {
-    throw invalidArg(`onSignal: unknown signal ${JSON.stringify(name)}`);
+  let sig: string;
+  if (typeof name === 'number') {
+    const found = Number.isInteger(name) ? nameOfNumber(name) : undefined;
+    if (found === undefined) throw invalidArg(`onSignal: unknown signal number ${describe(name)}`);
+    sig = found;
+  } else if (typeof name === 'string') {
+    sig = name.startsWith('SIG') ? name : `SIG${name}`;
+    if (!Object.prototype.hasOwnProperty.call(os.constants.signals, sig)) {
+      throw invalidArg(`onSignal: unknown signal ${JSON.stringify(name)}`);
+    }
+  } else {
+    throw invalidArg(`onSignal expects a signal name or number, got ${describe(name)}`);
   }
   if (UNCATCHABLE.has(sig)) throw invalidArg(`onSignal: ${sig} cannot be caught`);
   return sig as NodeJS.Signals;
@@ -86,16 +105,20 @@ function deliver(sig: NodeJS.Signals): void {
 }
 
 /**
- * Call `cb` once per delivery of signal `name` (`'SIGHUP'` or `'HUP'`), inside a loop
- * iteration. Watchers of one signal run in the order added. The first watcher of a signal
- * installs the process listener (note: for SIGINT/SIGTERM that replaces Node's default exit);
- * cancelling the last removes it. `DangaSocket.Reset()` cancels every watcher. The loop must be
+ * Call `cb` once per delivery of signal `name` (`'SIGHUP'`, `'HUP'` or its number, `1`),
+ * inside a loop iteration. The types reject a misspelled name. Watchers of one signal run in
+ * the order added. The first watcher of a signal installs the process listener (note: for
+ * SIGINT/SIGTERM that replaces Node's default exit); cancelling the last removes it. `DangaSocket.Reset()` cancels every watcher. The loop must be
  * running for callbacks to run; deliveries wait for it. Node may merge signals sent in a
  * quick burst, so count on at least one call per burst.
  * @throws DangaSocketError `DS_ERR_INVALID_ARG` for an unknown or uncatchable signal
- *   (SIGKILL, SIGSTOP) or a non-function callback.
+ *   (SIGKILL, SIGSTOP; also a name in `NodeJS.Signals` this platform lacks, e.g. SIGBREAK)
+ *   or a non-function callback.
  */
-export function onSignal(name: string, cb: SignalCallback): SignalWatch {
+export function onSignal(
+  name: NodeJS.Signals | SignalShortName | number,
+  cb: SignalCallback,
+): SignalWatch {
   const sig = signalName(name);
   if (typeof cb !== 'function') {
     throw invalidArg(`onSignal expects a callback, got ${describe(cb)}`);

@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import * as vm from 'node:vm';
 import { DangaSocket } from '../lib';
 import { onSignal } from '../lib/signal';
@@ -125,14 +126,25 @@ describe('onSignal', () => {
     expect(hostProcess.listenerCount(SIG)).toBe(baseline);
   });
 
-  it.each([['SIGFOO'], ['KILL'], ['SIGSTOP'], [''], [42], [null]])(
-    'rejects the signal name %p with DS_ERR_INVALID_ARG',
+  it.each([['SIGFOO'], ['KILL'], ['SIGSTOP'], [''], [42], [9], [1.5], [-1], [null], ['12']])(
+    'rejects the signal %p with DS_ERR_INVALID_ARG',
     (name) => {
-      expect(() => onSignal(name as string, () => {})).toThrow(
+      // The types reject most of these already; JavaScript callers get the run-time check.
+      expect(() => onSignal(name as never, () => {})).toThrow(
         expect.objectContaining({ code: 'DS_ERR_INVALID_ARG' }),
       );
     },
   );
+
+  it('takes a signal number and reports its name', async () => {
+    const names: string[] = [];
+    const w = onSignal(os.constants.signals.SIGUSR2, (sig) => names.push(sig));
+    expect(w.signal).toBe(SIG);
+    process.kill(process.pid, SIG);
+    await runUntil(() => names.length > 0, 3000);
+    expect(names).toEqual([SIG]);
+    w.cancel();
+  });
 
   it('rejects a non-function callback with DS_ERR_INVALID_ARG and installs nothing', () => {
     const baseline = hostProcess.listenerCount(SIG);
