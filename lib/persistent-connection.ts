@@ -53,22 +53,21 @@ export interface PersistentConnectionOptions<Conn, Address> {
   /** Open a connection; a throw or rejection counts as a failed attempt. */
   readonly connect: (address: Address, context: ConnectContext) => Conn | Promise<Conn>;
   /** Called for every event and **awaited** before the state machine moves on. */
-  readonly onEvent?: (event: PersistentConnectionEvent<Conn, Address>) => void | Promise<void>;
+  readonly onEvent?:
+    ((event: PersistentConnectionEvent<Conn, Address>) => void | Promise<void>) | undefined;
   /** Base retry delay in ms, asked once per attempt (default 10 000); randomised ±30 %. */
-  readonly retryDelayMs?: (() => number) | number;
+  readonly retryDelayMs?: (() => number) | number | undefined;
   /** Uniform [0, 1) source for the randomisation, or `'none'` for exact delays. Default `Math.random`. */
-  readonly random?: (() => number) | 'none';
+  readonly random?: (() => number) | 'none' | undefined;
   /** Time source; default real timers. */
-  readonly clock?: Clock;
+  readonly clock?: Clock | undefined;
   /** Equality for `obtained_address` dedup; default structural equality. */
-  readonly addressEqual?: (a: Address, b: Address) => boolean;
+  readonly addressEqual?: ((a: Address, b: Address) => boolean) | undefined;
   /** Equality for `failed_to_connect` dedup; default same class, message and `code`. */
-  readonly errorEqual?: (a: unknown, b: unknown) => boolean;
+  readonly errorEqual?: ((a: unknown, b: unknown) => boolean) | undefined;
   /** Receives exceptions thrown (or rejections returned) by `onEvent`; default: stderr. */
-  readonly onHandlerError?: (
-    error: unknown,
-    event: PersistentConnectionEvent<Conn, Address>,
-  ) => void;
+  readonly onHandlerError?:
+    ((error: unknown, event: PersistentConnectionEvent<Conn, Address>) => void) | undefined;
 }
 
 /** Outcome of {@link PersistentConnection.connectedOrFailedToConnect}. */

@@ -18,33 +18,33 @@ export interface StreamSocketOptions {
    */
   onRead?: OnReadCallback | undefined;
   /** After the final `onRead(…, true)` calls (see `StreamSocket#onReadEof`). */
-  onReadEof?: (stream: StreamSocket) => void;
+  onReadEof?: ((stream: StreamSocket) => void) | undefined;
   /** The socket failed before EOF; the stream closes after this returns. */
-  onReadError?: (err: Error, stream: StreamSocket) => void;
+  onReadError?: ((err: Error, stream: StreamSocket) => void) | undefined;
   /** A write failed (EPIPE, ECONNRESET, …); the stream closes after this returns. */
-  onWriteError?: (err: Error, stream: StreamSocket) => void;
+  onWriteError?: ((err: Error, stream: StreamSocket) => void) | undefined;
   /** Replaces the default pause when the read buffer reaches `readHighWatermark`. */
-  onReadHighWatermark?: (bufferedBytes: number, stream: StreamSocket) => void;
+  onReadHighWatermark?: ((bufferedBytes: number, stream: StreamSocket) => void) | undefined;
   /** Replaces the default resume when the read buffer drops below `readLowWatermark`. */
-  onReadLowWatermark?: (bufferedBytes: number, stream: StreamSocket) => void;
+  onReadLowWatermark?: ((bufferedBytes: number, stream: StreamSocket) => void) | undefined;
   /** The write queue reached `writeHighWatermark`. */
-  onWriteHighWatermark?: (queuedBytes: number, stream: StreamSocket) => void;
+  onWriteHighWatermark?: ((queuedBytes: number, stream: StreamSocket) => void) | undefined;
   /** After `onWriteHighWatermark`, the write queue drained below `writeLowWatermark`. */
-  onWritable?: (queuedBytes: number, stream: StreamSocket) => void;
+  onWritable?: ((queuedBytes: number, stream: StreamSocket) => void) | undefined;
   /** The write queue drained to empty after having been non-empty. */
-  onOutgoingEmpty?: (stream: StreamSocket) => void;
+  onOutgoingEmpty?: ((stream: StreamSocket) => void) | undefined;
   /** Bytes read from the socket per read readiness (integer >= 1; default 8192). */
-  readLen?: number;
+  readLen?: number | undefined;
   /** Pause reading once this many bytes are buffered unconsumed (set with the low mark). */
-  readHighWatermark?: number;
+  readHighWatermark?: number | undefined;
   /** Resume reading once the buffer drops below this (0 <= low <= high). */
-  readLowWatermark?: number;
+  readLowWatermark?: number | undefined;
   /** Signal `onWriteHighWatermark` at this many queued bytes (set with the low mark). */
-  writeHighWatermark?: number;
+  writeHighWatermark?: number | undefined;
   /** Signal `onWritable` once the queue drops below this (0 <= low <= high). */
-  writeLowWatermark?: number;
+  writeLowWatermark?: number | undefined;
   /** Close (after flushing) once the read side hit EOF and `onReadEof` ran. Default true. */
-  closeOnReadEof?: boolean;
+  closeOnReadEof?: boolean | undefined;
 }
 
 const EMPTY = Buffer.alloc(0);

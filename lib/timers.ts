@@ -23,9 +23,9 @@ export interface PeriodicTimerOptions {
   /** Called on each tick, inside a loop iteration, with the timer pass's epoch seconds. */
   onTick: (now: number) => void;
   /** Default `'hard'`. */
-  reschedule?: RescheduleMode;
+  reschedule?: RescheduleMode | undefined;
   /** Seconds from `start()` to the first tick (fractional, >= 0); default `intervalS`. */
-  firstIntervalS?: number;
+  firstIntervalS?: number | undefined;
 }
 
 const MODES: readonly string[] = ['hard', 'skip', 'drift'];
