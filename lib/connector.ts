@@ -151,7 +151,12 @@ export class ResolveError extends DangaSocketError {
   /** Always `'getaddrinfo'`, as in Node's DNS errors. */
   readonly syscall = 'getaddrinfo';
 
-  constructor(hostname: string, resolverCode: string, message: string, options?: ErrorOptions) {
+  constructor(
+    hostname: string,
+    resolverCode: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super('DS_ERR_RESOLVE', message, options);
     this.hostname = hostname;
     this.resolverCode = resolverCode;

@@ -37,8 +37,11 @@ export type DangaSocketErrorCode =
 /** The one error class of the library. `cause` holds the underlying OS or user error. */
 export class DangaSocketError extends Error {
   readonly code: DangaSocketErrorCode;
+  /** The underlying error, if any (declared here too, for consumers on `lib` below ES2022). */
+  declare cause?: unknown;
 
-  constructor(code: DangaSocketErrorCode, message: string, options?: ErrorOptions) {
+  // `{ cause }` rather than ES2022's `ErrorOptions`: the shipped .d.ts need only ES2020.
+  constructor(code: DangaSocketErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
