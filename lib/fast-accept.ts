@@ -32,11 +32,36 @@ export function isOnreadSocket(sock: net.Socket): boolean {
   return (sock as { [kOnread]?: boolean })[kOnread] === true;
 }
 
+/**
+ * Reads under 4 KiB are copied into a shared 8 KiB slab, larger ones into a buffer of their
+ * own: Node 20's `allocUnsafe` pooling, on every Node. Node 24+ pools up to 32 KiB in 64 KiB
+ * slabs, where one chunk kept (unread bytes, a pending write) holds 64 KiB.
+ */
+const SLAB_SIZE = 8 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+let slabUsed = 0;
+
+/** @internal A copy of `src[0, n)` (exported for its spec). */
+export function copyOut(src: Buffer, n: number): Buffer {
+  let out: Buffer;
+  if (n >= SLAB_SIZE >>> 1) {
+    out = Buffer.allocUnsafeSlow(n);
+  } else {
+    if (n > SLAB_SIZE - slabUsed) {
+      slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+      slabUsed = 0;
+    }
+    out = slab.subarray(slabUsed, slabUsed + n);
+    slabUsed = (slabUsed + n + 7) & ~7; // 8-byte aligned, as Node's pool
+  }
+  src.copy(out, 0, 0, n);
+  return out;
+}
+
 // `this` is the socket (Node calls the callback as its method).
 // `buf` is always SHARED.
 function onRead(this: net.Socket, nread: number): boolean {
-  const copy = Buffer.allocUnsafe(nread);
-  SHARED.copy(copy, 0, 0, nread);
+  const copy = copyOut(SHARED, nread);
   const taken = deliver === null ? undefined : deliver(this, copy);
   return taken ?? this.push(copy);
 }

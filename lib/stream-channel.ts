@@ -26,28 +26,24 @@ interface Notifiable {
 }
 
 const kChannel = Symbol('danga.channel');
-type ChannelSocket = net.Socket & { [kChannel]?: StreamChannel };
+type ChannelSocket = net.Socket & { [kChannel]?: StreamChannel | undefined };
 
 // Module-level listeners (one set for all sockets): `this` is the socket.
 function onData(this: ChannelSocket, chunk: Buffer): void {
   const ch = this[kChannel];
   if (ch === undefined) return;
-  ch.rx.push(chunk);
-  ch.rxBytes += chunk.length;
+  ch.push(chunk);
   if (ch.rxBytes >= RX_HIGH_WATER && !ch.rxPaused) {
     ch.rxPaused = true;
     this.pause();
   }
-  ch.owner[kNotify]();
 }
 // Chunks of sockets that read through `onread` (already copied out of the shared buffer).
 // Returns false to stop reading at the high-water mark; undefined: no channel, push instead.
 setDeliver((sock, chunk) => {
   const ch = (sock as ChannelSocket)[kChannel];
   if (ch === undefined) return undefined;
-  ch.rx.push(chunk);
-  ch.rxBytes += chunk.length;
-  ch.owner[kNotify]();
+  ch.push(chunk);
   if (ch.rxBytes >= RX_HIGH_WATER) {
     ch.rxPaused = true;
     return false;
@@ -77,7 +73,13 @@ function onConnect(this: ChannelSocket): void {
 }
 
 export class StreamChannel implements Channel {
-  rx: Buffer[] = [];
+  /**
+   * Unread chunks: the oldest in `rxHead`, any later ones in `rxMore`. Usually one chunk waits
+   * per iteration, so most sockets never allocate the array, and a read/deliver cycle leaves
+   * no garbage behind in old space (an array shifted and pushed per message reallocates).
+   */
+  private rxHead: Buffer | null = null;
+  private rxMore: Buffer[] | null = null;
   rxBytes = 0;
   rxPaused = false;
   eof = false;
@@ -103,10 +105,7 @@ export class StreamChannel implements Channel {
       // Bytes put back into a stolen socket wait in its stream buffer: take them first.
       let chunk: unknown;
       while ((chunk = sock.read()) !== null) {
-        if (Buffer.isBuffer(chunk)) {
-          this.rx.push(chunk);
-          this.rxBytes += chunk.length;
-        }
+        if (Buffer.isBuffer(chunk)) this.push(chunk);
       }
     }
     sock.on('end', onEnd);
@@ -117,6 +116,32 @@ export class StreamChannel implements Channel {
     if (sock.readableEnded) this.eof = true;
     // Accepted sockets arrive paused (pauseOnConnect); read eagerly up to the high-water mark.
     sock.resume();
+  }
+
+  /** Queue a chunk read from the socket; the owner hears of it when nothing was waiting. */
+  push(chunk: Buffer): void {
+    if (this.rxHead === null) {
+      this.rxHead = chunk;
+    } else if (this.rxMore === null) {
+      this.rxMore = [chunk];
+    } else {
+      this.rxMore.push(chunk);
+    }
+    const was = this.rxBytes;
+    this.rxBytes = was + chunk.length;
+    // Bytes already waiting made this descriptor readable then: its readiness is unchanged.
+    if (was === 0) this.owner[kNotify]();
+  }
+
+  /** Drop the oldest chunk. */
+  private shift(): void {
+    const more = this.rxMore;
+    if (more === null) {
+      this.rxHead = null;
+      return;
+    }
+    this.rxHead = more.shift() ?? null;
+    if (more.length === 0) this.rxMore = null;
   }
 
   /** Level conditions now, before interest filtering. */
@@ -134,26 +159,25 @@ export class StreamChannel implements Channel {
     if (this.rxBytes === 0) {
       return this.eof || this.error !== null || this.gone ? null : EMPTY;
     }
-    const rx = this.rx;
-    const first = rx[0] as Buffer;
+    const first = this.rxHead as Buffer;
     let out: Buffer;
     if (first.length > n) {
       out = first.subarray(0, n);
-      rx[0] = first.subarray(n);
-    } else if (first.length === n || rx.length === 1) {
+      this.rxHead = first.subarray(n);
+    } else if (first.length === n || this.rxMore === null) {
       out = first;
-      rx.shift();
+      this.shift();
     } else {
       const want = Math.min(n, this.rxBytes);
       out = Buffer.allocUnsafe(want);
       let off = 0;
       while (off < want) {
-        const c = rx[0] as Buffer;
+        const c = this.rxHead as Buffer;
         const take = Math.min(c.length, want - off);
         c.copy(out, off, 0, take);
         off += take;
-        if (take === c.length) rx.shift();
-        else rx[0] = c.subarray(take);
+        if (take === c.length) this.shift();
+        else this.rxHead = c.subarray(take);
       }
     }
     this.rxBytes -= out.length;
@@ -256,10 +280,13 @@ export class StreamChannel implements Channel {
     s.removeListener('error', onError);
     s.removeListener('close', onClose);
     s.removeListener('connect', onConnect);
-    delete s[kChannel];
+    // Assigned, not deleted: a deleted property would put the socket in dictionary mode.
+    s[kChannel] = undefined;
     s.pause();
-    const unread = [...pushback, ...this.rx];
-    this.rx = [];
+    const unread = [...pushback];
+    if (this.rxHead !== null) unread.push(this.rxHead);
+    if (this.rxMore !== null) unread.push(...this.rxMore);
+    this.rxHead = this.rxMore = null;
     this.rxBytes = 0;
     if (unread.length > 0) s.unshift(Buffer.concat(unread));
     return s;
