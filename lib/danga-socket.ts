@@ -54,6 +54,41 @@ export type WriterFunc = (buf: Buffer, length: number, offset: number) => number
 const MAX_READ = 1024 * 1024;
 
 let nextId = 100000;
+/** DangaSocket #flags bits. */
+const F_CLOSED = 1;
+const F_WATCH_READ = 2;
+const F_WATCH_WRITE = 4;
+const F_WRITE_SET_WATCH = 8;
+const F_CORKED = 16;
+
+/** DangaSocket state that few objects use, in one object made on first use. */
+interface Rare {
+  writerFunc: WriterFunc | null;
+  deadlines: Deadlines | null;
+  closedWait: ClosedWait | null;
+  peer: ChannelAddress | undefined;
+}
+
+/** `whenClosed()`: the promise, and its resolver until the handle is gone. */
+interface ClosedWait {
+  readonly promise: Promise<string | undefined>;
+  resolve: ((reason: string | undefined) => void) | null;
+}
+
+/**
+ * A creation time as a small integer (a Smi, not a boxed double: 16 bytes less per object):
+ * centiseconds since the module loaded. `createdSeconds()` turns it back into epoch seconds.
+ */
+const CREATED_BASE_S = Math.floor(nowSeconds());
+function createdStamp(): number {
+  return Math.round((nowSeconds() - CREATED_BASE_S) * 100);
+}
+
+/** @internal epoch seconds of `obj[kCreatedS]` */
+export function createdSeconds(stamp: number): number {
+  return CREATED_BASE_S + stamp / 100;
+}
+
 /** Shared empty sentinels, replaced by a real array on first use (never pushed to). */
 const NO_PUSHBACK: Buffer[] = [];
 const NO_QUEUE: (Buffer | (() => void))[] = [];
@@ -123,35 +158,97 @@ function checkCallback(name: string, v: unknown): void {
 export abstract class DangaSocket {
   /** The descriptor-map key: unique in the process, never reused. */
   readonly id: number;
-  /** @internal when the object was made (epoch seconds): the console's age column */
-  readonly [kCreatedS]: number = nowSeconds();
-  /** @internal */
-  [kWatchingRead] = false;
+  /** @internal when the object was made (`createdStamp()`): the console's age column */
+  readonly [kCreatedS]: number = createdStamp();
   /** @internal pushed-back chunks, read first */
   [kPushback]: Buffer[] = NO_PUSHBACK;
-  /** @internal the wrapped handle, until it is really closed or stolen */
-  [kHandle]: net.Socket | net.Server | NativeSocket | null;
+  /** @internal the wrapped handle, until it is really closed or stolen (the channel's) */
+  get [kHandle](): net.Socket | net.Server | NativeSocket | null {
+    return this.finished === null
+      ? (this.channel.sock as net.Socket | net.Server | NativeSocket)
+      : null;
+  }
 
   private readonly channel: Channel;
-  private _closed = false;
+  /** The object's booleans, one small integer (memory per idle connection): F_* bits. */
+  #flags = 0;
   private _closeReason: string | undefined = undefined;
-  private watchingWrite = false;
-  /** True if write() (not the user) turned write-watching on, so it may turn it off. */
-  private writeSetWatch = false;
   private wq: (Buffer | (() => void))[] = NO_QUEUE;
   private wOffset = 0;
   private wSize = 0;
-  private writerFunc: WriterFunc | null = null;
-  private corked = false;
   private finished: string | undefined | null = null;
   /** @internal reads that returned bytes + writes the kernel took bytes from (idle timeout) */
   [kActivity] = 0;
-  private deadlines: Deadlines | null = null;
-  private closedPromise: Promise<string | undefined> | null = null;
-  private resolveClosed: ((reason: string | undefined) => void) | null = null;
-  private peerIp: string | undefined = undefined;
-  private peerPort = 0;
-  private peerV6 = false;
+  /** What few objects use, made on first use (memory per idle connection). */
+  #rare: Rare | null = null;
+
+  private get writerFunc(): WriterFunc | null {
+    return this.#rare === null ? null : this.#rare.writerFunc;
+  }
+  private set writerFunc(fn: WriterFunc | null) {
+    this.#rareState().writerFunc = fn;
+  }
+  private get deadlines(): Deadlines | null {
+    return this.#rare === null ? null : this.#rare.deadlines;
+  }
+  private set deadlines(d: Deadlines | null) {
+    this.#rareState().deadlines = d;
+  }
+  /** `whenClosed()`'s promise and its resolver. */
+  get #closedWait(): ClosedWait | null {
+    return this.#rare === null ? null : this.#rare.closedWait;
+  }
+  set #closedWait(w: ClosedWait | null) {
+    this.#rareState().closedWait = w;
+  }
+  /** The peer's address, read from the channel once. */
+  get #peer(): ChannelAddress | undefined {
+    return this.#rare === null ? undefined : this.#rare.peer;
+  }
+  set #peer(p: ChannelAddress | undefined) {
+    if (p !== undefined || this.#rare !== null) this.#rareState().peer = p;
+  }
+  #rareState(): Rare {
+    return (this.#rare ??= {
+      writerFunc: null,
+      deadlines: null,
+      closedWait: null,
+      peer: undefined,
+    });
+  }
+
+  /** @internal read interest */
+  get [kWatchingRead](): boolean {
+    return (this.#flags & F_WATCH_READ) !== 0;
+  }
+  set [kWatchingRead](on: boolean) {
+    this.#flags = on ? this.#flags | F_WATCH_READ : this.#flags & ~F_WATCH_READ;
+  }
+  private get _closed(): boolean {
+    return (this.#flags & F_CLOSED) !== 0;
+  }
+  private set _closed(on: boolean) {
+    this.#flags = on ? this.#flags | F_CLOSED : this.#flags & ~F_CLOSED;
+  }
+  private get watchingWrite(): boolean {
+    return (this.#flags & F_WATCH_WRITE) !== 0;
+  }
+  private set watchingWrite(on: boolean) {
+    this.#flags = on ? this.#flags | F_WATCH_WRITE : this.#flags & ~F_WATCH_WRITE;
+  }
+  /** True if write() (not the user) turned write-watching on, so it may turn it off. */
+  private get writeSetWatch(): boolean {
+    return (this.#flags & F_WRITE_SET_WATCH) !== 0;
+  }
+  private set writeSetWatch(on: boolean) {
+    this.#flags = on ? this.#flags | F_WRITE_SET_WATCH : this.#flags & ~F_WRITE_SET_WATCH;
+  }
+  private get corked(): boolean {
+    return (this.#flags & F_CORKED) !== 0;
+  }
+  private set corked(on: boolean) {
+    this.#flags = on ? this.#flags | F_CORKED : this.#flags & ~F_CORKED;
+  }
 
   /**
    * Wrap `sock` (a socket in any state, or a server) and register in the descriptor map.
@@ -180,7 +277,6 @@ export abstract class DangaSocket {
       throw invalidArg('cannot wrap a destroyed socket');
     }
     this.id = nextId++;
-    this[kHandle] = sock;
     this.channel = native
       ? sock.isListener
         ? new NativeListenChannel(sock, new Notifier(this))
@@ -513,26 +609,28 @@ export abstract class DangaSocket {
    * after `stealSocket()`, or with `'reset'` after `Reset()`.
    */
   whenClosed(): Promise<string | undefined> {
-    if (this.closedPromise === null) {
+    if (this.#closedWait === null) {
       if (this.finished !== null) {
-        this.closedPromise = Promise.resolve(this.finished);
+        this.#closedWait = { promise: Promise.resolve(this.finished), resolve: null };
       } else {
-        this.closedPromise = new Promise((resolve) => {
-          this.resolveClosed = resolve;
-        });
+        let resolve: ClosedWait['resolve'] = null;
+        const promise = new Promise<string | undefined>((r) => (resolve = r));
+        this.#closedWait = { promise, resolve };
       }
     }
-    return this.closedPromise;
+    return this.#closedWait.promise;
   }
 
   /** @internal the handle is gone */
   [kFinish](reason: string | undefined): void {
     if (this.finished !== null) return;
     this.finished = reason;
-    this[kHandle] = null;
     (this.channel.sock as Owned)[kOwner] = undefined;
-    this.resolveClosed?.(reason);
-    this.resolveClosed = null;
+    const wait = this.#closedWait;
+    if (wait !== null && wait.resolve !== null) {
+      wait.resolve(reason);
+      wait.resolve = null;
+    }
   }
 
   /** @internal close and destroy now (Reset, or a close() override that failed) */
@@ -600,27 +698,23 @@ export abstract class DangaSocket {
 
   // ---- strings and diagnostics ---------------------------------------------------------
 
-  private loadPeer(): void {
-    if (this.peerIp !== undefined || this._closed) return;
-    const r = this.channel.remote();
-    if (r === undefined) return;
-    this.peerIp = r.ip;
-    this.peerPort = r.port;
-    this.peerV6 = r.v6;
+  /** The peer's address (read once, then kept), or undefined. */
+  private peerInfo(): ChannelAddress | undefined {
+    if (this._closed) return undefined;
+    if (this.#peer === undefined) this.#peer = this.channel.remote();
+    return this.#peer;
   }
 
   /** The peer's IP, or undefined (closed, not connected, listener, Unix socket). */
   peerIpString(): string | undefined {
-    if (this._closed) return undefined;
-    this.loadPeer();
-    return this.peerIp;
+    return this.peerInfo()?.ip;
   }
 
   /** `ip:port` or `[v6]:port` of the peer, or undefined. */
   peerAddrString(): string | undefined {
-    const ip = this.peerIpString();
-    if (ip === undefined) return undefined;
-    return this.peerV6 ? `[${ip}]:${this.peerPort}` : `${ip}:${this.peerPort}`;
+    const p = this.peerInfo();
+    if (p === undefined) return undefined;
+    return p.v6 ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`;
   }
 
   private localInfo(): ChannelAddress | undefined {

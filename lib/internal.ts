@@ -25,5 +25,5 @@ export const kResetClose = Symbol('danga.resetClose');
 export const kNotify = Symbol('danga.notify');
 /** `sock[kOwner]`: the object that wraps this handle (undefined once stolen or gone). */
 export const kOwner = Symbol('danga.owner');
-/** `obj[kCreatedS]`: when the object was made (epoch seconds), for the management console. */
+/** `obj[kCreatedS]`: when the object was made (a small integer: see createdSeconds), for the console. */
 export const kCreatedS = Symbol('danga.createdS');

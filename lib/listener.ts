@@ -120,7 +120,13 @@ export class Listener extends DangaSocket {
     if (typeof onAccept !== 'function') {
       throw invalidArg(`listen expects an accept callback, got ${describe(onAccept)}`);
     }
-    const backend = pickBackend(options.backend, 'listen');
+    // The process default (DangaSocket.DefaultBackend) applies where the native backend
+    // serves the options: a TLS or PROXY-protocol listener without `backend` stays on node.
+    const needsNode =
+      options.tls !== undefined ||
+      (options.proxyProtocol !== undefined && options.proxyProtocol !== false);
+    const backend =
+      options.backend === undefined && needsNode ? 'node' : pickBackend(options.backend, 'listen');
     if (backend === 'native') {
       if (options.tls !== undefined) {
         throw invalidArg("listen: tls needs backend 'node' (or NativeSocket.toNetSocket())");

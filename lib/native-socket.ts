@@ -88,9 +88,14 @@ export function errnoError(neg: number, syscall: string, extra?: string): Error 
 }
 
 const kCreate = Symbol('danga.nativeCreate');
+/** The listening NativeSockets. */
+const listeners = new WeakSet<object>();
 /** NativeSocket internals: close now / stop owning (hand to Node). */
 export const kDestroy = Symbol('danga.nativeDestroy');
 export const kRelease = Symbol('danga.nativeRelease');
+/** NativeSocket byte counters, kept by its channel. */
+export const kBytesIn = Symbol('danga.nativeBytesIn');
+export const kBytesOut = Symbol('danga.nativeBytesOut');
 
 /** Address family of a `name()` result, as `net` spells it. */
 function familyName(f: number): string | undefined {
@@ -107,10 +112,16 @@ function familyName(f: number): string | undefined {
 export class NativeSocket {
   /** @internal -1 once destroyed or handed to Node */
   private _fd: number;
-  /** @internal a listening socket */
-  readonly isListener: boolean;
+  /** @internal a listening socket (kept aside: one field less on every connection) */
+  get isListener(): boolean {
+    return listeners.has(this);
+  }
   /** @internal the object that wraps it */
   [kOwner]: object | undefined = undefined;
+  /** @internal bytes read / written through the native backend */
+  [kBytesIn] = 0;
+  /** @internal */
+  [kBytesOut] = 0;
 
   /** Not public: NativeSockets come from `Listener.listen`, `connect` and `accept`. */
   constructor(token: symbol, fd: number, listener: boolean) {
@@ -118,7 +129,7 @@ export class NativeSocket {
       throw invalidArg('NativeSocket is created by Listener.listen or connect, not directly');
     }
     this._fd = fd;
-    this.isListener = listener;
+    if (listener) listeners.add(this);
   }
 
   /** @internal */
@@ -134,6 +145,16 @@ export class NativeSocket {
   /** Always true, as on the `net.Socket`s the library wraps: nothing ends our side but us. */
   get allowHalfOpen(): true {
     return true;
+  }
+
+  /** Bytes received on this socket so far (as `net.Socket#bytesRead`). */
+  get bytesRead(): number {
+    return this[kBytesIn];
+  }
+
+  /** Bytes the kernel took for sending so far (as `net.Socket#bytesWritten`). */
+  get bytesWritten(): number {
+    return this[kBytesOut];
   }
 
   /** True once destroyed or handed to Node. */
@@ -228,6 +249,26 @@ export class NativeSocket {
     this.setOpt('SOL_SOCKET', 'SO_KEEPALIVE', on ? 1 : 0, 'SO_KEEPALIVE');
     if (on && initialDelayMs > 0) {
       this.setOpt('IPPROTO_TCP', 'TCP_KEEPIDLE', Math.ceil(initialDelayMs / 1000), 'TCP_KEEPIDLE');
+    }
+    return this;
+  }
+
+  /**
+   * Half-close: `shutdown(fd, SHUT_WR)`, our FIN (as `net.Socket#end()` without data). The peer
+   * reads EOF; reading goes on. Bytes still in a wrapping object's write queue are not sent
+   * after it. Ignored once closed or reset.
+   * @throws DangaSocketError `DS_ERR_INVALID_ARG` on a listener; `DS_ERR_SYSCALL` if it fails.
+   */
+  end(): this {
+    if (this.isListener) throw invalidArg('NativeSocket.end: a listening socket has no FIN');
+    if (this._fd < 0) return this;
+    const rc = nativeEpoll().shutdown(this._fd, 1);
+    // ENOTCONN: the connection is already gone (reset); its object sees that on its own.
+    if (rc < 0 && rc !== -E.ENOTCONN) {
+      const cause = errnoError(rc, 'shutdown');
+      throw new DangaSocketError('DS_ERR_SYSCALL', `shutdown(SHUT_WR): ${cause.message}`, {
+        cause,
+      });
     }
     return this;
   }

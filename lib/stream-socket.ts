@@ -3,6 +3,7 @@ import { types } from 'node:util';
 import { DangaSocket, type WriteData } from './danga-socket';
 import { DangaSocketError, describe, errnoOf, invalidArg } from './errors';
 import { StreamReader } from './internal/stream-reader';
+import { NativeSocket } from './native-socket';
 
 /**
  * Consume a prefix of `buffer`: return how many bytes were handled (0 = wait for more).
@@ -188,16 +189,19 @@ export class StreamSocket extends DangaSocket {
   private eofHandled = false;
 
   /**
-   * Wrap a connected (or connecting) socket and start reading at once.
+   * Wrap a connected (or connecting) socket, or a connected `NativeSocket`, and start reading
+   * at once.
    * @throws DangaSocketError `DS_ERR_INVALID_ARG` for a bad option or a handle that is not a
-   *   `net.Socket`; see `DangaSocket` for wrapping errors.
+   *   `net.Socket` or a connected `NativeSocket`; see `DangaSocket` for wrapping errors.
    */
-  constructor(sock: net.Socket, options: StreamSocketOptions = {}) {
+  constructor(sock: net.Socket | NativeSocket, options: StreamSocketOptions = {}) {
     const o = checkStreamOptions(options);
     const consumers =
       o.onRead === undefined && new.target.prototype.onRead === StreamSocket.prototype.onRead;
-    if (!(sock instanceof net.Socket)) {
-      throw invalidArg(`StreamSocket expects a net.Socket, got ${describe(sock)}`);
+    if (!(sock instanceof net.Socket) && !(sock instanceof NativeSocket && !sock.isListener)) {
+      throw invalidArg(
+        `StreamSocket expects a net.Socket or a connected NativeSocket, got ${describe(sock)}`,
+      );
     }
     super(sock);
     this.opts = o;

@@ -4,9 +4,10 @@
  * protocol's text. Read-only: nothing here changes loop state.
  */
 import * as net from 'node:net';
-import { DangaSocket } from '../danga-socket';
+import { DangaSocket, createdSeconds } from '../danga-socket';
 import { loop, nowSeconds } from '../event-loop';
 import { kCreatedS } from '../internal';
+import { NativeSocket } from '../native-socket';
 
 /** One object of the descriptor map. */
 export interface SocketRow {
@@ -67,12 +68,12 @@ function describeObject(obj: DangaSocket): string {
 /** One row for `obj`, at `now` (epoch seconds). */
 export function socketRow(obj: DangaSocket, now: number): SocketRow {
   const sock = obj.sock();
-  const counted = sock instanceof net.Socket;
+  const counted = sock instanceof net.Socket || sock instanceof NativeSocket;
   return {
     id: obj.id,
     class: obj.constructor.name,
     watch: watchOf(obj),
-    ageS: Math.max(0, now - obj[kCreatedS]),
+    ageS: Math.max(0, now - createdSeconds(obj[kCreatedS])),
     writeQueueBytes: obj.writeBufSize,
     bytesIn: counted ? sock.bytesRead : null,
     bytesOut: counted ? sock.bytesWritten : null,
@@ -117,7 +118,7 @@ export function stats(iterations: number): StatsSnapshot {
     const cls = obj.constructor.name;
     objectsByClass[cls] = (objectsByClass[cls] ?? 0) + 1;
     const sock = obj.sock();
-    if (sock instanceof net.Socket) {
+    if (sock instanceof net.Socket || sock instanceof NativeSocket) {
       bytesIn += sock.bytesRead;
       bytesOut += sock.bytesWritten;
     }

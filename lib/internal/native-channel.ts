@@ -1,11 +1,13 @@
 import type * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify } from '../internal';
+import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify, kOwner } from '../internal';
 import {
   EAGAIN,
   SHARED,
   adoptFd,
   errnoError,
+  kBytesIn,
+  kBytesOut,
   fdToNetSocket,
   kRelease,
   kDestroy,
@@ -26,6 +28,12 @@ import { CHANNEL_EAGAIN, type Channel, type ChannelAddress } from './channel';
  */
 
 const E = osConstants.errno;
+
+let binding: NativeEpoll | undefined;
+/** The addon's backend (loaded: a channel exists only once `nativeEpoll()` succeeded). */
+function ep(): NativeEpoll {
+  return (binding ??= nativeEpoll());
+}
 const EMPTY = Buffer.alloc(0);
 const SHARED_AB = SHARED.buffer;
 const ERR_BITS = POLLERR | POLLHUP;
@@ -46,26 +54,46 @@ function toAddress(r: ReturnType<NativeEpoll['name']>): ChannelAddress | undefin
   return { ip: r[1], port: r[2], v6: r[0] === 6 };
 }
 
-/** A connected native socket. */
+/** NativeStreamChannel#bits above the POLL* readiness bits: the interest, and EOF. */
+const INTEREST_SHIFT = 8;
+const REV_MASK = 0xff;
+const EOF_BIT = 1 << 16;
+/** At most this many unread bytes are dropped at close (about what node's queue holds). */
+const DRAIN_MAX = 256 * 1024;
+
+/** The object that wraps `sock` (set right after its channel is made). */
+function ownerOf(sock: NativeSocket): Notifiable | undefined {
+  return sock[kOwner] as Notifiable | undefined;
+}
+
+/**
+ * A connected native socket. Three fields (the handle, one integer of state, the error): this
+ * object exists once per connection, so every field counts (see docs/backends.md on memory).
+ * The descriptor is `sock.fd` (-1 once closed or handed over), and the object to notify is the
+ * handle's owner.
+ */
 export class NativeStreamChannel implements Channel, NativeTarget {
-  private readonly ep: NativeEpoll;
-  private readonly fd: number;
-  /** Epoll's last report (Danga bits), less what reads/writes showed to be gone. */
-  private rev = 0;
-  /** The interest in the epoll set: POLLIN | POLLOUT bits. */
-  private mask = 0;
-  eof = false;
+  /**
+   * Bits 0-7: epoll's last report (Danga bits), less what reads/writes showed to be gone;
+   * bits 8-15: the interest in the epoll set (POLLIN | POLLOUT, shifted); bit 16: EOF read.
+   */
+  private bits = 0;
   error: Error | null = null;
 
   constructor(
     readonly sock: NativeSocket,
-    private readonly owner: Notifiable,
+    owner: Notifiable,
   ) {
-    this.ep = nativeEpoll();
-    this.fd = sock.fd;
-    setTarget(this.fd, this);
-    const rc = this.ep.ctl(this.fd, 0, ADD);
-    if (rc < 0) this.fail(rc, 'epoll_ctl');
+    setTarget(sock.fd, this);
+    const rc = ep().ctl(sock.fd, 0, ADD);
+    if (rc < 0) {
+      this.fail(rc, 'epoll_ctl');
+      owner[kNotify]();
+    }
+  }
+
+  get eof(): boolean {
+    return (this.bits & EOF_BIT) !== 0;
   }
 
   get pendingBytes(): number {
@@ -73,45 +101,48 @@ export class NativeStreamChannel implements Channel, NativeTarget {
   }
 
   onEvents(mask: number): void {
-    this.rev = mask | (this.rev & ERR_BITS);
-    this.owner[kNotify]();
+    this.bits = (this.bits & ~REV_MASK) | mask | (this.bits & ERR_BITS);
+    ownerOf(this.sock)?.[kNotify]();
   }
 
   private fail(neg: number, syscall: string): Error {
     const err = errnoError(neg, syscall);
     if (this.error === null) this.error = err;
-    this.rev |= ERR_BITS;
-    this.owner[kNotify]();
+    this.bits |= ERR_BITS;
+    ownerOf(this.sock)?.[kNotify]();
     return err;
   }
 
   readiness(): number {
-    return this.error !== null ? POLLIN | POLLOUT | ERR_BITS : this.rev;
+    return this.error !== null ? POLLIN | POLLOUT | ERR_BITS : this.bits & REV_MASK;
   }
 
   interest(read: boolean, write: boolean): void {
     const m = (read ? POLLIN : 0) | (write ? POLLOUT : 0);
-    if (m === this.mask || this.error !== null || this.sock.fd < 0) return;
-    this.mask = m;
-    const rc = this.ep.ctl(this.fd, m, MOD);
+    const bits = this.bits;
+    const fd = this.sock.fd;
+    if (m === (bits >> INTEREST_SHIFT) % 256 || this.error !== null || fd < 0) return;
+    this.bits = (bits & ~(REV_MASK << INTEREST_SHIFT)) | (m << INTEREST_SHIFT);
+    const rc = ep().ctl(fd, m, MOD);
     if (rc < 0) this.fail(rc, 'epoll_ctl');
   }
 
   /** One read(2) into the shared buffer; `n` bytes at most. Returns the count, or null. */
   private sysread(n: number): number | null {
-    if (this.eof || this.error !== null) return null;
-    const r = this.ep.read(this.fd, n < SHARED.length ? n : SHARED.length);
+    if ((this.bits & EOF_BIT) !== 0 || this.error !== null) return null;
+    const r = ep().read(this.sock.fd, n < SHARED.length ? n : SHARED.length);
     if (r > 0) {
-      if (r < n) this.rev &= ~POLLIN;
+      this.sock[kBytesIn] += r;
+      if (r < n) this.bits &= ~POLLIN;
       return r;
     }
     if (r === 0) {
       // EOF stays readable (level-triggered): eventRead keeps firing until the object acts.
-      this.eof = true;
+      this.bits |= EOF_BIT;
       return null;
     }
     if (r === -EAGAIN) {
-      this.rev &= ~POLLIN;
+      this.bits &= ~POLLIN;
       return 0;
     }
     this.fail(r, 'read');
@@ -136,13 +167,14 @@ export class NativeStreamChannel implements Channel, NativeTarget {
 
   write(buf: Buffer, off: number, len: number): number {
     if (this.error !== null) throw this.error;
-    const r = this.ep.write(this.fd, buf, off, len);
+    const r = ep().write(this.sock.fd, buf, off, len);
     if (r >= 0) {
-      if (r < len) this.rev &= ~POLLOUT;
+      this.sock[kBytesOut] += r;
+      if (r < len) this.bits &= ~POLLOUT;
       return r;
     }
     if (r === -EAGAIN) {
-      this.rev &= ~POLLOUT;
+      this.bits &= ~POLLOUT;
       return CHANNEL_EAGAIN;
     }
     throw this.fail(r, 'write');
@@ -158,14 +190,29 @@ export class NativeStreamChannel implements Channel, NativeTarget {
   }
 
   remote(): ChannelAddress | undefined {
-    return this.sock.fd < 0 ? undefined : toAddress(this.ep.name(this.fd, true));
+    const fd = this.sock.fd;
+    return fd < 0 ? undefined : toAddress(ep().name(fd, true));
   }
 
   local(): ChannelAddress | undefined {
-    return this.sock.fd < 0 ? undefined : toAddress(this.ep.name(this.fd, false));
+    const fd = this.sock.fd;
+    return fd < 0 ? undefined : toAddress(ep().name(fd, false));
   }
 
+  /**
+   * Close the descriptor. Bytes the peer sent that nobody read are read and dropped first:
+   * close(2) with unread bytes sends a reset, where the node backend (which had read them into
+   * its queue) sends a FIN, and the peer must see the same end on both.
+   */
   destroy(): void {
+    const fd = this.sock.fd;
+    if (fd >= 0 && (this.bits & EOF_BIT) === 0 && this.error === null) {
+      for (let dropped = 0; dropped < DRAIN_MAX;) {
+        const r = ep().read(fd, SHARED.length);
+        if (r <= 0) break;
+        dropped += r;
+      }
+    }
     this.sock[kDestroy]();
   }
 
