@@ -1,6 +1,6 @@
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError, Listener, type NativeSocket } from '../lib';
-import { closedPort, runUntil, tcpPair } from './helpers';
+import { type ServerSock, closedPort, runUntil, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 afterEach(() => DangaSocket.Reset());
@@ -214,7 +214,7 @@ describe('dispatch order and deferred close', () => {
     class W extends DangaSocket {
       peer: W | null = null;
       constructor(
-        s: net.Socket,
+        s: ServerSock,
         readonly name: string,
       ) {
         super(s);

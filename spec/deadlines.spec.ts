@@ -1,13 +1,13 @@
 import type * as net from 'node:net';
 import { DangaSocket } from '../lib';
 import { beyondKernelBuffers } from './fill';
-import { caught, runUntil, tcpPair } from './helpers';
+import { type ServerSock, caught, runUntil, tcpPair } from './helpers';
 
 /** Reads and discards; records nothing. The writer can be held shut to keep a queue. */
 class Conn extends DangaSocket {
   reads = 0;
   private held = false;
-  constructor(sock: net.Socket) {
+  constructor(sock: ServerSock) {
     super(sock);
     this.watchRead(true);
   }

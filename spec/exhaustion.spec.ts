@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { DangaSocket } from '../lib';
-import { runUntil, tcpPair } from './helpers';
+import { type ServerSock, dispose, runUntil, tcpPair } from './helpers';
 import {
   connectTo,
   echo,
@@ -16,9 +16,9 @@ import {
 // Issue 4, resource exhaustion: out of descriptors, a peer that floods without reading, and
 // a crowd of slowloris clients. The server survives, stays bounded and keeps serving.
 
-const peers = new Set<net.Socket>();
+const peers = new Set<ServerSock>();
 afterEach(async () => {
-  for (const p of peers) p.destroy();
+  for (const p of peers) dispose(p);
   peers.clear();
   await killChildren();
   DangaSocket.Reset();

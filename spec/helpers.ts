@@ -1,8 +1,23 @@
 import * as net from 'node:net';
-import { DangaSocket, DangaSocketError } from '../lib';
+import { DangaSocket, DangaSocketError, NativeSocket } from '../lib';
+import { kOwner } from '../lib/internal';
+import {
+  EAGAIN,
+  adoptFd,
+  errnoError,
+  kDestroy,
+  listenNative,
+  nativeEpoll,
+} from '../lib/native-socket';
+
+/**
+ * The server side of a pair as the process default backend makes it: a `net.Socket` on `node`,
+ * a `NativeSocket` on `native` (`DANGA_BACKEND=native`), so specs that wrap it run on both.
+ */
+export type ServerSock = net.Socket | NativeSocket;
 
 /** A connected TCP pair on loopback: `server` is the accepted side (paused, half-open allowed). */
-export async function tcpPair(): Promise<{
+export async function netTcpPair(): Promise<{
   server: net.Socket;
   client: net.Socket;
   close(): void;
@@ -23,6 +38,70 @@ export async function tcpPair(): Promise<{
       client.destroy();
     },
   };
+}
+
+/** A node client connected to a native listener; `server` is the accepted NativeSocket. */
+export async function nativeTcpPair(): Promise<{
+  server: NativeSocket;
+  client: net.Socket;
+  close(): void;
+}> {
+  const ls = listenNative({ host: '127.0.0.1', port: 0 });
+  let server: NativeSocket;
+  let client: net.Socket;
+  try {
+    client = net.connect({ port: ls.localPort as number, host: '127.0.0.1', allowHalfOpen: true });
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    });
+    const ep = nativeEpoll();
+    const one = new Int32Array(1);
+    for (;;) {
+      const r = ep.accept(ls.fd, one);
+      if (r > 0) break;
+      if (r !== -EAGAIN) throw errnoError(r, 'accept');
+      await sleep(1);
+    }
+    server = adoptFd(one[0] as number, false);
+  } finally {
+    ls[kDestroy]();
+  }
+  return {
+    server,
+    client,
+    close() {
+      // An open object that wraps it closes it (or Reset() does); a NativeSocket cannot be
+      // destroyed under an open owner.
+      dispose(server);
+      client.destroy();
+    },
+  };
+}
+
+/**
+ * A connected TCP pair on loopback for the process default backend (`DangaSocket.DefaultBackend`):
+ * `server` is a paused `net.Socket` (half-open allowed) on `node`, a `NativeSocket` on `native`.
+ * Specs about `net.Socket` itself use `netTcpPair()`.
+ */
+export async function tcpPair(): Promise<{
+  server: ServerSock;
+  client: net.Socket;
+  close(): void;
+}> {
+  return DangaSocket.DefaultBackend === 'native' ? nativeTcpPair() : netTcpPair();
+}
+
+/**
+ * Destroy a socket a spec made. A `NativeSocket` that an open object wraps is left to that
+ * object (or `Reset()`): it cannot be destroyed under its owner.
+ */
+export function dispose(s: ServerSock): void {
+  if (s instanceof NativeSocket) {
+    const owner = s[kOwner] as { closed?: boolean } | undefined;
+    if (owner !== undefined && owner.closed === false) return;
+  }
+  s.destroy();
 }
 
 /** Rejects `runUntil`/`advanceUntil` when the condition did not hold in time. */
@@ -274,7 +353,7 @@ export class Quiet extends DangaSocket {
 
 /** Echo everything; close on EOF, error or hang-up. */
 export class Echo extends DangaSocket {
-  constructor(sock: net.Socket) {
+  constructor(sock: ServerSock) {
     super(sock);
     this.watchRead(true);
   }

@@ -11,7 +11,7 @@ import {
   simulateShapeMismatch,
   unsentBytes,
 } from '../lib/internal/node-internals';
-import { fdOf, tcpPair } from './helpers';
+import { fdOf, netTcpPair } from './helpers';
 
 const ONREAD: net.OnReadOpts = { buffer: Buffer.alloc(1024), callback: () => true };
 
@@ -106,7 +106,7 @@ describe('onconnectionShapeProblem', () => {
 
 describe('unsentBytes and osFd', () => {
   it("read the handle's descriptor and write queue", async () => {
-    const pair = await tcpPair();
+    const pair = await netTcpPair();
     try {
       expect(osFd(pair.server)).toBe(fdOf(pair.server));
       expect(unsentBytes(pair.server)).toBe(0);
@@ -124,7 +124,7 @@ describe('unsentBytes and osFd', () => {
   });
 
   it("fall back to the stream's writableLength and no descriptor when the shape differs", async () => {
-    const pair = await tcpPair();
+    const pair = await netTcpPair();
     try {
       simulateShapeMismatch(true);
       expect(osFd(pair.server)).toBeUndefined();

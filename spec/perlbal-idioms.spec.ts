@@ -1,6 +1,6 @@
 import * as net from 'node:net';
 import { DangaSocket, Listener } from '../lib';
-import { runUntil, tcpPair } from './helpers';
+import { type ServerSock, runUntil, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 afterEach(() => DangaSocket.Reset());
@@ -113,7 +113,7 @@ describe('Perlbal idioms (reference §7.B)', () => {
     }
     class Up extends DangaSocket {
       constructor(
-        s: net.Socket,
+        s: ServerSock,
         readonly down: Down,
       ) {
         super(s);

@@ -2,19 +2,19 @@ import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as fc from 'fast-check';
 import { DangaSocket } from '../lib';
-import { Quiet, runUntil, tcpPair } from './helpers';
+import { Quiet, type ServerSock, dispose, runUntil, tcpPair } from './helpers';
 
 // Issue 4, property tests: however a byte stream is cut into writes, callbacks and reads (with
 // pushbacks), the bytes arrive whole and in order, and callbacks run in order. Every stream is
 // also fed whole and one byte at a time.
 
-const sockets: net.Socket[] = [];
+const sockets: ServerSock[] = [];
 afterEach(() => {
   DangaSocket.Reset();
-  for (const s of sockets.splice(0)) s.destroy();
+  for (const s of sockets.splice(0)) dispose(s);
 });
 
-async function pair(): Promise<{ server: net.Socket; client: net.Socket }> {
+async function pair(): Promise<{ server: ServerSock; client: net.Socket }> {
   const p = await tcpPair();
   sockets.push(p.server, p.client);
   return p;

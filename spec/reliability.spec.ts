@@ -1,21 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError, Listener, type ErrorContext } from '../lib';
-import { Echo, closedPort, tcpPair } from './helpers';
+import { Echo, type ServerSock, closedPort, dispose, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 // Issue 4, faults: whatever goes wrong on one object, that object ends closed with the right
 // reason, every other connection keeps its bytes, and the loop keeps running.
 
-const peers = new Set<net.Socket>();
+const peers = new Set<ServerSock>();
 afterEach(() => {
   DangaSocket.Reset();
-  for (const p of peers) p.destroy();
+  for (const p of peers) dispose(p);
   peers.clear();
 });
 
 /** A tcpPair whose client side is destroyed after the test. */
-async function pair(): Promise<{ server: net.Socket; client: net.Socket }> {
+async function pair(): Promise<{ server: ServerSock; client: net.Socket }> {
   const p = await tcpPair();
   peers.add(p.client);
   peers.add(p.server);

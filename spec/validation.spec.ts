@@ -3,17 +3,17 @@ import * as net from 'node:net';
 import { PassThrough } from 'node:stream';
 import * as fc from 'fast-check';
 import { DangaSocket, DangaSocketError, Listener } from '../lib';
-import { Quiet, tcpPair } from './helpers';
+import { Quiet, type ServerSock, dispose, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 // Issue 4, bad input: every public function and constructor of DangaSocket and Listener
 // checks its arguments and throws DangaSocketError DS_ERR_INVALID_ARG (API §8), with no
 // side effect. Perl coerces or silently ignores here; this port refuses.
 
-const sockets: net.Socket[] = [];
+const sockets: ServerSock[] = [];
 afterEach(() => {
   DangaSocket.Reset();
-  for (const s of sockets.splice(0)) s.destroy();
+  for (const s of sockets.splice(0)) dispose(s);
 });
 
 /** An object on an unconnected socket: enough for argument checks, no I/O. */
