@@ -15,6 +15,10 @@ import {
 // that only supervises. Which worker serves a connection is read from /proc (the worker that
 // holds the server side of that TCP connection), so the server needs no debug output.
 
+// Each test starts a parent and its worker processes: on a loaded machine that alone can take
+// longer than jest's default 30 s.
+jest.setTimeout(120_000);
+
 const clients = new Set<net.Socket>();
 async function client(port: number): Promise<net.Socket> {
   const c = await connectTo(port);
@@ -98,7 +102,7 @@ function servingPid(
 }
 
 async function workersOf(child: Child, n: number): Promise<number[]> {
-  for (let i = 0; i < 50 && childPidsOf(child.pid).length !== n; i++) await sleep(100);
+  for (let i = 0; i < 300 && childPidsOf(child.pid).length !== n; i++) await sleep(100);
   const pids = childPidsOf(child.pid);
   expect(pids).toHaveLength(n);
   return pids;
