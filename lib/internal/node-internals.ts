@@ -1,5 +1,7 @@
-import * as dc from 'node:diagnostics_channel';
-import * as net from 'node:net';
+import { channel } from 'node:diagnostics_channel';
+import type * as net from 'node:net';
+// Named imports: a namespace import compiles to an object of getters, one call per use.
+import { Server, Socket } from 'node:net';
 
 /**
  * The one module that touches Node's private `net` fields; everything else uses public API.
@@ -176,9 +178,9 @@ export function onconnectionShapeProblem(fn: unknown): string | null {
 
 /** On our replacement `onconnection`: Node's, which it delegates to. */
 const kOriginal = Symbol('danga.originalOnconnection');
-const serverSocketChannel = dc.channel('net.server.socket');
+const serverSocketChannel = channel('net.server.socket');
 
-const loadProblem = netShapeProblem(new net.Server(), net.Socket.prototype);
+const loadProblem = netShapeProblem(new Server(), Socket.prototype);
 /** Verdicts on `onconnection` functions seen so far (one per Node, plus test doubles). */
 const verdicts = new WeakMap<object, string | null>();
 
@@ -251,7 +253,7 @@ export function installFastAccept(
       keepAlive,
       keepAliveInitialDelay: keepAlive ? delayS * 1000 : undefined,
     };
-    const socket = new net.Socket(opts);
+    const socket = new Socket(opts);
     created(socket);
     if (noDelay) ch.setNoDelay?.(true);
     if (keepAlive) ch.setKeepAlive?.(true, delayS);
