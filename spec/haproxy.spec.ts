@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DangaSocket, Listener, type ErrorContext } from '../lib';
 import { runUntil } from './helpers';
+import { listeningAddresses } from './fixtures/children';
 
 // End to end behind the real HAProxy (Debian package `haproxy`; CI installs it with
 // scripts/ci-packages.sh). The configuration is the one docs/operations.md documents: the spec
@@ -128,17 +129,13 @@ beforeAll(async () => {
   haproxy = spawn(bin, ['-f', file, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
   haproxy.stdout?.on('data', (d: Buffer) => (haproxyLog += d.toString()));
   haproxy.stderr?.on('data', (d: Buffer) => (haproxyLog += d.toString()));
-  // Ready once both frontends accept.
+  // Ready once both frontends listen. Read from /proc, not by connecting: a probe
+  // connection would be forwarded to the daemon, which a slow HAProxy may do only after a
+  // test's listener is up, so that test would see a client that is not its own.
   for (const port of [frontV1, frontV2]) {
     let ok = false;
-    for (let i = 0; i < 100 && !ok; i++) {
-      ok = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ port, host: '127.0.0.1' }, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      });
+    for (let i = 0; i < 200 && !ok; i++) {
+      ok = listeningAddresses(port).includes('127.0.0.1');
       if (!ok) await new Promise((r) => setTimeout(r, 50));
     }
     if (!ok) throw new Error(`haproxy did not listen on ${port}:\n${haproxyLog}`);
