@@ -14,6 +14,7 @@ import {
   startEchoServer,
   type Child,
 } from './fixtures/children';
+import { NATIVE_OFF, REUSEPORT_NEEDS_ADDON } from './native-mode';
 
 // End-to-end: bin/echo-server runs as a child process (from dist/, built by `pretest`).
 const clients = new Set<net.Socket>();
@@ -265,6 +266,14 @@ describe('bin/echo-server', () => {
   });
 
   it('--workers 2 serves connections and shuts down cleanly on SIGTERM', async () => {
+    if (NATIVE_OFF && REUSEPORT_NEEDS_ADDON) {
+      // Node 20 without the addon: reusePort cannot be set, and the server says why.
+      const child = spawnChild(process.execPath, [ECHO_SERVER, '--port', '0', '--workers', '2']);
+      const { code } = await child.exited;
+      expect(code).not.toBe(0);
+      expect(child.stderr()).toMatch(/reusePort .*needs the danga-socket native addon/);
+      return;
+    }
     const { child, port } = await startEchoServer(['--workers', '2']);
     const workerPids = (): number[] => childPidsOf(child.pid);
     for (let i = 0; i < 30 && workerPids().length < 2; i++) await sleep(100);

@@ -20,3 +20,9 @@ export function describeNative(name: string, fn: () => void): void {
     });
   });
 }
+
+/** `reusePort` is Node's own from 22.12; before that it needs the addon (so `--workers` does). */
+export const REUSEPORT_NEEDS_ADDON = ((): boolean => {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  return major < 22 || (major === 22 && minor < 12);
+})();
