@@ -235,8 +235,10 @@ class Loop {
 
   private readonly iterate = (gen: number): void => {
     if (gen !== this.generation) return;
-    // Aborted between iterations: the last one has ended.
+    // Aborted between iterations: the last one has ended. Closes made since (outside the
+    // loop, before the abort) still belong to it: they are really closed, not left pending.
     if (this.stopRequested) {
+      this.reapClosed();
       this.stop();
       return;
     }

@@ -190,4 +190,28 @@ describe('DangaSocket.EventLoop({ signal })', () => {
     await DangaSocket.EventLoop({ signal: undefined });
     await DangaSocket.EventLoop({});
   });
+  it('really closes a socket closed outside the loop just before the abort', async () => {
+    const p = await tcpPair();
+    const q = new (class extends DangaSocket {
+      override eventRead(): void {}
+      override eventErr(): void {}
+      override eventHup(): void {}
+    })(p.server);
+    const peerEnded = new Promise<void>((resolve) => p.client.once('end', () => resolve()));
+    p.client.on('error', () => {});
+    p.client.resume();
+    DangaSocket.SetLoopTimeout(0); // never waits: the abort lands between two iterations
+    const ctrl = new AbortController();
+    const loop = start({ signal: ctrl.signal });
+    await new Promise((r) => setImmediate(r));
+    expect(loop.ended).toBe(false);
+    q.close('outside');
+    expect(DangaSocket.ToClose()).toHaveLength(1); // pending until the loop reaps it
+    ctrl.abort();
+    await loop.done;
+    expect(DangaSocket.ToClose()).toHaveLength(0);
+    await peerEnded; // the peer sees the close: nothing was left open
+    expect(q.closeReason).toBe('outside');
+    p.close();
+  });
 });
