@@ -280,7 +280,7 @@ export abstract class DangaSocket {
     this.channel = native
       ? sock.isListener
         ? new NativeListenChannel(sock, new Notifier(this))
-        : new NativeStreamChannel(sock, this)
+        : new NativeStreamChannel(sock)
       : sock instanceof net.Server
         ? new ServerChannel(sock, new Notifier(this))
         : new StreamChannel(sock, this);
@@ -441,6 +441,16 @@ export abstract class DangaSocket {
         if (this._closed) return true;
         continue;
       }
+      if (
+        !bypass &&
+        this.writerFunc === null &&
+        this.wq.length > 1 &&
+        typeof this.wq[1] !== 'function'
+      ) {
+        // Two or more Buffers queued: one writev(2) for as many as the kernel takes.
+        if (this.#writeQueueHead()) return false;
+        continue;
+      }
       const toWrite = cur.length - this.wOffset;
       let written: number;
       try {
@@ -498,6 +508,55 @@ export abstract class DangaSocket {
       this.wSize -= written;
       this.wq.shift();
     }
+  }
+
+  /**
+   * One `writev` of the queue's leading Buffers; drops what was taken. Returns true when
+   * `write` must stop (would block, partial write, or closed on an error).
+   */
+  #writeQueueHead(): boolean {
+    const q = this.wq;
+    let written: number;
+    try {
+      written = this.channel.writev(q, this.wOffset);
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
+        written = CHANNEL_EAGAIN;
+      } else {
+        this.close(
+          code === 'EPIPE' ? 'EPIPE' : code === 'ECONNRESET' ? 'ECONNRESET' : 'write_error',
+        );
+        return true;
+      }
+    }
+    if (written === CHANNEL_EAGAIN) {
+      if (!this.watchingWrite) this.writeSetWatch = true;
+      this.setWatchWrite(true);
+      return true;
+    }
+    if (written > 0) this[kActivity]++;
+    for (;;) {
+      const head = q[0];
+      if (typeof head !== 'object') break;
+      const rest = head.length - this.wOffset;
+      if (written < rest) {
+        this.wOffset += written;
+        this.wSize -= written;
+        this.onIncompleteWrite();
+        return true;
+      }
+      written -= rest;
+      this.wSize -= rest;
+      this.wOffset = 0;
+      q.shift();
+      if (written === 0) break;
+    }
+    if (this.writeSetWatch) {
+      this.setWatchWrite(false);
+      this.writeSetWatch = false;
+    }
+    return false;
   }
 
   /** The write queue, allocated on first use (most objects never queue: memory per idle object). */

@@ -67,6 +67,11 @@ export interface NativeEpoll {
   listen(fd: number, backlog: number): number;
   /** op 1: add, 2: delete, 3: modify. */
   ctl(fd: number, mask: number, op: 1 | 2 | 3): number;
+  /**
+   * Many `ctl`s in one call: entry i is (fd, mask, op) at `list[3i..3i+2]`, and its result
+   * (0 or -errno) replaces op. Absent from addons built before it (then `ctl` one by one).
+   */
+  ctlv?: (list: Int32Array, count: number) => number;
   close(fd: number): number;
   release(fd: number): number;
   owns(fd: number): boolean;

@@ -96,6 +96,9 @@ export class ServerChannel implements Channel {
   write(): number {
     return CHANNEL_EAGAIN;
   }
+  writev(): number {
+    return CHANNEL_EAGAIN;
+  }
   interest(): void {}
   remote(): ChannelAddress | undefined {
     return undefined;

@@ -224,6 +224,12 @@ export class StreamChannel implements Channel {
     return len - this.inflightLen;
   }
 
+  /** The node backend writes the queue's head only (Node's own queue does the batching). */
+  writev(items: readonly (Buffer | (() => void))[], first: number): number {
+    const head = items[0] as Buffer;
+    return this.write(head, first, head.length - first);
+  }
+
   /** Bytes received but not read yet. */
   get pending(): number {
     return this.rxBytes;

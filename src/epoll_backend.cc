@@ -395,6 +395,41 @@ Napi::Value Ctl(const Napi::CallbackInfo& info) {
   return r == 0 ? Num(info, 0) : Neg(info, errno);
 }
 
+// ctlv(list: Int32Array, count): the interest changes of one loop iteration in one call.
+// Entry i is (fd, mask, op) at list[3i..3i+2]; its result (0 or -errno, as ctl) replaces op.
+// -> count done, or -EINVAL for a bad list.
+Napi::Value Ctlv(const Napi::CallbackInfo& info) {
+  Backend* b = B(info);
+  if (!info[0].IsTypedArray()) return Neg(info, EINVAL);
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_int32_array) return Neg(info, EINVAL);
+  Napi::Int32Array list = info[0].As<Napi::Int32Array>();
+  int32_t* p = list.Data();
+  int count = I32(info, 1);
+  if (count < 0 || static_cast<size_t>(count) * 3 > list.ElementLength()) return Neg(info, EINVAL);
+  for (int i = 0; i < count; i++) {
+    int32_t* e = p + 3 * i;
+    int fd = e[0], mask = e[1], op = e[2];
+    if (!IsOwned(b, fd)) {
+      e[2] = -EBADF;
+      continue;
+    }
+    struct epoll_event ev;
+    std::memset(&ev, 0, sizeof(ev));
+    if (mask & kIn) ev.events |= EPOLLIN | EPOLLRDHUP;
+    if (mask & kOut) ev.events |= EPOLLOUT;
+    ev.data.fd = fd;
+    int r = epoll_ctl(b->epfd, op == 1 ? EPOLL_CTL_ADD : op == 2 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD,
+                      fd, &ev);
+    if (r == 0) {
+      e[2] = 0;
+    } else {
+      e[2] = (op != 1 && errno == ENOENT) ? -EBADF : -errno;  // ENOENT: closed under us
+    }
+  }
+  return Num(info, count);
+}
+
 // close(fd): leave the epoll set and close(2), only if `fd` is still ours. -> 0 or -errno.
 Napi::Value Close(const Napi::CallbackInfo& info) {
   Backend* b = B(info);
@@ -539,6 +574,7 @@ void InitEpollBackend(Napi::Env env, Napi::Object exports) {
   fn("connect", Connect);
   fn("listen", Listen);
   fn("ctl", Ctl);
+  fn("ctlv", Ctlv);
   fn("close", Close);
   fn("release", Release);
   fn("owns", Owns);

@@ -41,6 +41,13 @@ export interface Channel {
    * @throws an errno-style error (`code` 'EPIPE', 'ECONNRESET', 'EBADF', ...).
    */
   write(buf: Buffer, off: number, len: number): number;
+  /**
+   * Write the head of a write queue: `items[0]` from byte `first`, then the Buffers after it up
+   * to the first function, as far as the descriptor takes them in one call (`writev(2)` on the
+   * native backend, at most 64 Buffers; the node backend writes `items[0]` only). Bytes taken,
+   * or `CHANNEL_EAGAIN`. Throws as `write`.
+   */
+  writev(items: readonly (Buffer | (() => void))[], first: number): number;
   /** A listener's next connection (net.Socket or NativeSocket), or null (also for streams). */
   accept(): object | null;
   /** The OS descriptor, where there is one. */

@@ -54,10 +54,76 @@ function toAddress(r: ReturnType<NativeEpoll['name']>): ChannelAddress | undefin
   return { ip: r[1], port: r[2], v6: r[0] === 6 };
 }
 
-/** NativeStreamChannel#bits above the POLL* readiness bits: the interest, and EOF. */
+/**
+ * NativeStreamChannel#bits above the POLL* readiness bits: the interest wanted (bits 8-15), EOF
+ * (16), queued for the next interest flush (17), in the epoll set (18), and the interest the
+ * epoll set has (bits 20-27).
+ */
 const INTEREST_SHIFT = 8;
+const APPLIED_SHIFT = 20;
 const REV_MASK = 0xff;
+/** Buffers per writev(2) (the addon's iovec array). */
+const WRITEV_MAX = 64;
 const EOF_BIT = 1 << 16;
+const QUEUED_BIT = 1 << 17;
+const ADDED_BIT = 1 << 18;
+
+/**
+ * Interest changes are applied once per loop iteration, all in one addon call (`ctlv`): an
+ * object that starts and stops watching writability within one iteration, or is accepted and
+ * starts reading, costs one `epoll_ctl` or none. Nothing waits on epoll before the flush: the
+ * set is read only when libuv polls, and the flush runs as a microtask, after the iteration (or
+ * whatever callback changed the interest) and before libuv's next poll.
+ */
+const CTL_BATCH = 512;
+const ctlList = new Int32Array(3 * CTL_BATCH);
+const ctlChannels: NativeStreamChannel[] = [];
+let ctlQueue: NativeStreamChannel[] = [];
+let ctlScheduled = false;
+
+function queueCtl(ch: NativeStreamChannel): void {
+  ctlQueue.push(ch);
+  if (!ctlScheduled) {
+    ctlScheduled = true;
+    queueMicrotask(flushInterest);
+  }
+}
+
+/** Apply every queued interest change (exported for Reset and tests). */
+export function flushInterest(): void {
+  ctlScheduled = false;
+  const queue = ctlQueue;
+  if (queue.length === 0) return;
+  ctlQueue = [];
+  const b = ep();
+  let n = 0;
+  for (let i = 0; i < queue.length; i++) {
+    if ((queue[i] as NativeStreamChannel).stageCtl(ctlList, n)) {
+      ctlChannels[n++] = queue[i] as NativeStreamChannel;
+      if (n === CTL_BATCH) {
+        applyCtl(b, n);
+        n = 0;
+      }
+    }
+  }
+  if (n > 0) applyCtl(b, n);
+}
+
+function applyCtl(b: NativeEpoll, n: number): void {
+  if (b.ctlv !== undefined) b.ctlv(ctlList, n);
+  else {
+    for (let i = 0; i < n; i++) {
+      const fd = ctlList[3 * i] as number;
+      ctlList[3 * i + 2] = b.ctl(fd, ctlList[3 * i + 1] as number, ctlList[3 * i + 2] as 1 | 3);
+    }
+  }
+  for (let i = 0; i < n; i++) {
+    const ch = ctlChannels[i] as NativeStreamChannel;
+    ctlChannels[i] = undefined as unknown as NativeStreamChannel;
+    const rc = ctlList[3 * i + 2] as number;
+    if (rc < 0) ch.ctlFailed(rc);
+  }
+}
 /** At most this many unread bytes are dropped at close (about what node's queue holds). */
 const DRAIN_MAX = 256 * 1024;
 
@@ -80,16 +146,34 @@ export class NativeStreamChannel implements Channel, NativeTarget {
   private bits = 0;
   error: Error | null = null;
 
-  constructor(
-    readonly sock: NativeSocket,
-    owner: Notifiable,
-  ) {
+  constructor(readonly sock: NativeSocket) {
     setTarget(sock.fd, this);
-    const rc = ep().ctl(sock.fd, 0, ADD);
-    if (rc < 0) {
-      this.fail(rc, 'epoll_ctl');
-      owner[kNotify]();
-    }
+    // Into the epoll set at the next interest flush, with the interest it has by then.
+    this.bits = QUEUED_BIT;
+    queueCtl(this);
+  }
+
+  /**
+   * Write this channel's pending epoll change as entry `i` of `list`; false if there is none
+   * (closed, failed, or the set already has the interest wanted).
+   */
+  stageCtl(list: Int32Array, i: number): boolean {
+    const bits = (this.bits &= ~QUEUED_BIT);
+    const fd = this.sock.fd;
+    if (fd < 0 || this.error !== null) return false;
+    const want = (bits >> INTEREST_SHIFT) & REV_MASK;
+    const added = (bits & ADDED_BIT) !== 0;
+    if (added && want === ((bits >> APPLIED_SHIFT) & REV_MASK)) return false;
+    list[3 * i] = fd;
+    list[3 * i + 1] = want;
+    list[3 * i + 2] = added ? MOD : ADD;
+    this.bits = (bits & ~(REV_MASK << APPLIED_SHIFT)) | (want << APPLIED_SHIFT) | ADDED_BIT;
+    return true;
+  }
+
+  /** The flush's epoll_ctl for this channel failed (`neg` = -errno). */
+  ctlFailed(neg: number): void {
+    if (this.sock.fd >= 0) this.fail(neg, 'epoll_ctl');
   }
 
   get eof(): boolean {
@@ -120,11 +204,14 @@ export class NativeStreamChannel implements Channel, NativeTarget {
   interest(read: boolean, write: boolean): void {
     const m = (read ? POLLIN : 0) | (write ? POLLOUT : 0);
     const bits = this.bits;
-    const fd = this.sock.fd;
-    if (m === (bits >> INTEREST_SHIFT) % 256 || this.error !== null || fd < 0) return;
+    if (m === ((bits >> INTEREST_SHIFT) & REV_MASK) || this.error !== null || this.sock.fd < 0) {
+      return;
+    }
     this.bits = (bits & ~(REV_MASK << INTEREST_SHIFT)) | (m << INTEREST_SHIFT);
-    const rc = ep().ctl(fd, m, MOD);
-    if (rc < 0) this.fail(rc, 'epoll_ctl');
+    if ((bits & QUEUED_BIT) === 0) {
+      this.bits |= QUEUED_BIT;
+      queueCtl(this);
+    }
   }
 
   /** One read(2) into the shared buffer; `n` bytes at most. Returns the count, or null. */
@@ -178,6 +265,28 @@ export class NativeStreamChannel implements Channel, NativeTarget {
       return CHANNEL_EAGAIN;
     }
     throw this.fail(r, 'write');
+  }
+
+  writev(items: readonly (Buffer | (() => void))[], first: number): number {
+    if (this.error !== null) throw this.error;
+    // What the addon will offer: the Buffers up to the first function, at most WRITEV_MAX.
+    let offered = -first;
+    for (let i = 0; i < items.length && i < WRITEV_MAX; i++) {
+      const b = items[i];
+      if (typeof b === 'function') break;
+      offered += (b as Buffer).length;
+    }
+    const r = ep().writev(this.sock.fd, items, first);
+    if (r >= 0) {
+      this.sock[kBytesOut] += r;
+      if (r < offered) this.bits &= ~POLLOUT;
+      return r;
+    }
+    if (r === -EAGAIN) {
+      this.bits &= ~POLLOUT;
+      return CHANNEL_EAGAIN;
+    }
+    throw this.fail(r, 'writev');
   }
 
   accept(): null {
@@ -300,6 +409,10 @@ export class NativeListenChannel implements Channel, NativeTarget {
   }
 
   write(): number {
+    return CHANNEL_EAGAIN;
+  }
+
+  writev(): number {
     return CHANNEL_EAGAIN;
   }
 
