@@ -15,6 +15,7 @@ import {
   POLLIN,
   POLLOUT,
   kCreatedS,
+  kCandidate,
   kEvents,
   kFinish,
   kHandle,
@@ -60,6 +61,7 @@ const F_WATCH_READ = 2;
 const F_WATCH_WRITE = 4;
 const F_WRITE_SET_WATCH = 8;
 const F_CORKED = 16;
+const F_CANDIDATE = 32;
 
 /** DangaSocket state that few objects use, in one object made on first use. */
 interface Rare {
@@ -242,6 +244,13 @@ export abstract class DangaSocket {
   }
   private set writeSetWatch(on: boolean) {
     this.#flags = on ? this.#flags | F_WRITE_SET_WATCH : this.#flags & ~F_WRITE_SET_WATCH;
+  }
+  /** @internal in the loop's candidate list (see Loop.markReady) */
+  get [kCandidate](): boolean {
+    return (this.#flags & F_CANDIDATE) !== 0;
+  }
+  set [kCandidate](on: boolean) {
+    this.#flags = on ? this.#flags | F_CANDIDATE : this.#flags & ~F_CANDIDATE;
   }
   private get corked(): boolean {
     return (this.#flags & F_CORKED) !== 0;

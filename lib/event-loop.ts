@@ -5,6 +5,7 @@ import {
   POLLHUP,
   POLLIN,
   POLLOUT,
+  kCandidate,
   kEvents,
   kFinish,
   kHandle,
@@ -107,7 +108,11 @@ class Loop {
   readonly otherWatchers = new Map<number, OtherFdWatcher>();
   /** Raw descriptors reported ready since the last collect: fd → mask. */
   readonly otherReady = new Map<number, number>();
-  readonly candidates = new Set<DangaSocket>();
+  /**
+   * Objects whose readiness may have changed, in the order they were told (each object once:
+   * its kCandidate flag). An array, not a Set: no hash-table entry per ready object.
+   */
+  candidates: DangaSocket[] = [];
   readonly pushbackSet = new Set<DangaSocket>();
   readonly plcMap = new Map<DangaSocket, PostLoopCallback>();
   readonly timers = new TimerQueue();
@@ -197,7 +202,10 @@ class Loop {
 
   /** A descriptor's readiness may have changed. */
   markReady(obj: DangaSocket): void {
-    this.candidates.add(obj);
+    if (!obj[kCandidate]) {
+      obj[kCandidate] = true;
+      this.candidates.push(obj);
+    }
     if (this.waiting) this.wake();
   }
 
@@ -351,24 +359,33 @@ class Loop {
     let n = 0;
     const objs = this.evObjs;
     const masks = this.evMasks;
-    for (const obj of this.candidates) {
+    const c = this.candidates;
+    const len = c.length;
+    let w = 0;
+    for (let i = 0; i < len; i++) {
+      const obj = c[i] as DangaSocket;
+      if (!obj[kCandidate]) continue; // dropped by a close
       const m = obj.closed ? 0 : obj[kEvents]();
       if (m === 0) {
-        this.candidates.delete(obj);
+        obj[kCandidate] = false;
         continue;
       }
       objs[n] = obj;
       masks[n] = m;
+      c[w++] = obj;
       if (++n >= MAX_EVENTS) {
-        // epoll rotates level-triggered entries; move the reported ones to the back.
-        for (let i = 0; i < n; i++) {
-          const o = objs[i] as DangaSocket;
-          this.candidates.delete(o);
-          this.candidates.add(o);
+        // epoll rotates level-triggered entries: the reported ones go to the back, behind
+        // the candidates not looked at yet.
+        w = 0;
+        for (let j = i + 1; j < len; j++) {
+          const o = c[j] as DangaSocket;
+          if (o[kCandidate]) c[w++] = o;
         }
+        for (let k = 0; k < n; k++) c[w++] = objs[k] as DangaSocket;
         break;
       }
     }
+    c.length = w;
     this.evCount = n;
     const other = this.evOther;
     other.length = 0;
@@ -526,7 +543,7 @@ class Loop {
   deferClose(obj: DangaSocket, handle: { destroy(): void } | null): void {
     this.closeObjs.push(obj);
     this.closeHandles.push(handle);
-    this.candidates.delete(obj);
+    obj[kCandidate] = false;
     this.pushbackSet.delete(obj);
     this.plcMap.delete(obj);
     if (this.waiting) this.wake();
@@ -552,7 +569,8 @@ class Loop {
     this.closeObjs = [];
     this.closeHandles = [];
     this.map.clear();
-    this.candidates.clear();
+    for (const obj of this.candidates) obj[kCandidate] = false;
+    this.candidates = [];
     this.pushbackSet.clear();
     this.plcMap.clear();
     for (const w of this.otherWatchers.values()) w.close();

@@ -11,6 +11,8 @@ export const POLLHUP = 16;
 
 /** `obj[kEvents]()`: the events to dispatch now (interest-filtered IN/OUT, always ERR/HUP). */
 export const kEvents = Symbol('danga.events');
+/** `obj[kCandidate]`: in the loop's candidate list (a flag bit of the object, read/write). */
+export const kCandidate = Symbol('danga.candidate');
 /** `obj[kPushback]`: pushed-back chunks not yet read. */
 export const kPushback = Symbol('danga.pushback');
 /** `obj[kWatchingRead]`: read interest. */

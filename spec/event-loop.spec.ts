@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { DangaSocket, DangaSocketError, type NativeSocket } from '../lib';
+import { DangaSocket, DangaSocketError, Listener, type NativeSocket } from '../lib';
 import {
   Quiet,
   advanceUntil,
@@ -400,4 +400,80 @@ describe('deferred closes', () => {
     await running;
     p.close();
   });
+});
+
+describe('many ready objects', () => {
+  it('dispatches at most 1,000 per iteration, and the ones left out come first next time', async () => {
+    const N = 1100;
+    const accepted: (net.Socket | NativeSocket)[] = [];
+    const clients: net.Socket[] = [];
+    const dial = (port: number): void => {
+      for (let i = 0; i < N; i++) {
+        const c = net.connect({ port, host: '127.0.0.1' });
+        c.on('error', () => {});
+        clients.push(c);
+      }
+    };
+    try {
+      if (DangaSocket.DefaultBackend === 'native') {
+        const l = await Listener.listen({ host: '127.0.0.1', port: 0 }, (s) => {
+          accepted.push(s);
+        });
+        dial((l.address() as net.AddressInfo).port);
+        await runUntil(() => accepted.length === N, 30000);
+        l.close('done');
+      } else {
+        // Node hands out one accepted connection per libuv turn: take them without the loop.
+        const srv = net.createServer({ pauseOnConnect: true, allowHalfOpen: true });
+        await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+        const all = new Promise<void>((resolve) => {
+          srv.on('connection', (s: net.Socket) => {
+            if (accepted.push(s) === N) resolve();
+          });
+        });
+        dial((srv.address() as net.AddressInfo).port);
+        await all;
+        srv.close();
+      }
+      let iter = 0;
+      const seen: number[][] = [];
+      class Ready extends DangaSocket {
+        constructor(
+          s: net.Socket | NativeSocket,
+          readonly i: number,
+        ) {
+          super(s);
+          this.watchRead(true);
+        }
+        override eventRead(): void {
+          (seen[iter] ??= []).push(this.i); // reads nothing: stays readable
+        }
+        override eventWrite(): void {}
+        override eventErr(): void {}
+        override eventHup(): void {}
+      }
+      accepted.forEach((s, i) => new Ready(s, i));
+      for (const c of clients) c.write('x');
+      // Until every object has been readable (then all of them are, level-triggered).
+      const fired = new Set<number>();
+      await runUntil(() => {
+        for (const s of seen) for (const i of s ?? []) fired.add(i);
+        seen.length = 0;
+        return fired.size === N;
+      }, 30000);
+      seen.length = 0;
+      DangaSocket.SetLoopTimeout(20);
+      DangaSocket.SetPostLoopCallback(() => ++iter < 2);
+      await DangaSocket.EventLoop();
+      const [first = [], second = []] = seen;
+      expect(first).toHaveLength(1000);
+      expect(second).toHaveLength(1000);
+      expect(new Set(first).size).toBe(1000);
+      const left = [...Array(N).keys()].filter((i) => !first.includes(i));
+      expect(left).toHaveLength(N - 1000);
+      expect(new Set(second.slice(0, left.length))).toEqual(new Set(left));
+    } finally {
+      for (const c of clients) c.destroy();
+    }
+  }, 60000);
 });
