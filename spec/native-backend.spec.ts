@@ -3,7 +3,13 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError, Listener, NativeSocket, connect } from '../lib';
 import { nativeEpoll } from '../lib/native-socket';
-import { LOAD_CLIENT, fdCount, killChildren, spawnChild } from './fixtures/children';
+import {
+  LOAD_CLIENT,
+  churnClientCommand,
+  fdCount,
+  killChildren,
+  spawnChild,
+} from './fixtures/children';
 import { Echo, caught, runUntil, sleep } from './helpers';
 import { describeNative } from './native-mode';
 
@@ -376,11 +382,12 @@ describeNative('native backend', () => {
     await runUntil(() => DangaSocket.DescriptorMap().size === 1, 30000);
     await runUntil(() => fdCount() <= fds0, 5000);
 
-    const churn = spawnChild(process.execPath, [
-      LOAD_CLIENT,
-      ...['--port', String(port), '--mode', 'churn', '--count', '50000', '--slots', '64'],
-      ...['--deadline-ms', '200000'],
-    ]);
+    const churn = spawnChild(
+      ...churnClientCommand([
+        ...['--port', String(port), '--count', '50000', '--slots', '64'],
+        ...['--deadline-ms', '200000'],
+      ]),
+    );
     let churned = false;
     void churn.waitForStdout(/"phase":"churned"/, 200000).then(() => (churned = true));
     await runUntil(() => churned, 200000);
