@@ -16,6 +16,8 @@ import {
 import {
   MAX_TIMER_MS,
   afterIo,
+  cancelAfterIo,
+  type AfterIoHandle,
   cancelTimer,
   holdProcess,
   nowSeconds,
@@ -23,6 +25,7 @@ import {
   startTimer,
   type TimerHandle,
 } from './internal/clock';
+import { setAfterReady } from './native-socket';
 import { TimerQueue } from './timer';
 
 export { nowSeconds };
@@ -134,6 +137,8 @@ class Loop {
   private resolveRun: (() => void) | null = null;
   private rejectRun: ((err: unknown) => void) | null = null;
   private waiting = false;
+  /** The pending `afterWait` call of a wake-up, until it runs. */
+  private wakeCall: AfterIoHandle | null = null;
   private waitTimer: TimerHandle | null = null;
   private waitDeadline = Infinity;
   /** The current wait ends because of a timer (not the loop timeout). */
@@ -186,6 +191,8 @@ class Loop {
     this.running = false;
     this.generation++;
     this.waiting = false;
+    if (this.wakeCall !== null) cancelAfterIo(this.wakeCall);
+    this.wakeCall = null;
     this.stopRequested = false;
     this.abortSignal?.removeEventListener('abort', this.onAbort);
     this.abortSignal = null;
@@ -224,7 +231,19 @@ class Loop {
       this.waitTimer = null;
     }
     // In the check phase: every I/O callback of this poll phase lands first (batching).
-    afterIo(this.afterWait, this.generation);
+    this.wakeCall = afterIo(this.afterWait, this.generation);
+  }
+
+  /**
+   * The native backend's readiness (every ready descriptor of the epoll set, in one call) has
+   * just woken the waiting loop: run the iteration now, inside that call, instead of a libuv
+   * turn later. The iteration sees the same events either way; this saves a turn per wake-up.
+   */
+  runWokenIteration(): void {
+    const call = this.wakeCall;
+    if (call === null) return;
+    cancelAfterIo(call);
+    this.afterWait(this.generation);
   }
 
   /** A timer was added while waiting: wait no longer than its delay. */
@@ -268,6 +287,7 @@ class Loop {
 
   private readonly afterWait = (gen: number): void => {
     if (gen !== this.generation) return;
+    this.wakeCall = null;
     this.collect();
     this.finishIteration(gen);
   };
@@ -593,5 +613,6 @@ class Loop {
 
 /** The one loop of the process. */
 export const loop = new Loop();
+setAfterReady(() => loop.runWokenIteration());
 
 export { POLLIN, POLLOUT, POLLERR, POLLHUP };

@@ -28,12 +28,20 @@ const ready = new Int32Array(2000);
 /** The one read buffer: `read(2)` lands here, then JS copies out (or hands out a view). */
 export const SHARED = Buffer.allocUnsafeSlow(1024 * 1024);
 
+let afterReady: () => void = () => {};
+
+/** Run `fn` after each batch of readiness has reached its targets (the loop's fast wake-up). */
+export function setAfterReady(fn: () => void): void {
+  afterReady = fn;
+}
+
 function onReady(count: number): void {
   for (let i = 0; i < count; i++) {
     const t = targets[ready[2 * i] as number];
     // A target's handler must not throw (channels only record state and notify the loop).
     if (t !== undefined) t.onEvents(ready[2 * i + 1] as number);
   }
+  afterReady();
 }
 
 /** The addon's backend, or undefined (no addon, not Linux, or an addon built without it). */

@@ -35,9 +35,17 @@ export function cancelTimer(handle: TimerHandle): void {
   clearTimeout(handle);
 }
 
+/** A pending `afterIo` call, for `cancelAfterIo`. */
+export type AfterIoHandle = ReturnType<typeof setImmediate>;
+
 /** Call `fn(arg)` in this turn's check phase, after the I/O callbacks of its poll phase. */
-export function afterIo<A>(fn: (arg: A) => void, arg: A): void {
-  setImmediate(fn, arg);
+export function afterIo<A>(fn: (arg: A) => void, arg: A): AfterIoHandle {
+  return setImmediate(fn, arg);
+}
+
+/** Cancel a call from `afterIo` that has not run yet. */
+export function cancelAfterIo(handle: AfterIoHandle): void {
+  clearImmediate(handle);
 }
 
 function noop(): void {}
