@@ -25,8 +25,17 @@ let unavailable: Error | undefined;
 /** By descriptor: who gets its readiness (a dense array: descriptors are small integers). */
 const targets: (NativeTarget | undefined)[] = [];
 const ready = new Int32Array(2000);
-/** The one read buffer: `read(2)` lands here, then JS copies out (or hands out a view). */
-export const SHARED = Buffer.allocUnsafeSlow(1024 * 1024);
+/**
+ * The read buffers: `read(2)` lands in one of them, then JS copies out (or hands out a view).
+ * Reads of up to 64 KiB (nearly all) use SHARED, larger ones SHARED_BIG (up to 1 MiB). SHARED
+ * stays below malloc's mmap threshold (128 KiB), so it comes from the heap: measured here, the
+ * kernel's copies into and out of a buffer in an mmap'd region of its own cost about 40 % more
+ * system time per 16 KiB echo (docs/benchmarks.md).
+ */
+export const SHARED = Buffer.allocUnsafeSlow(64 * 1024);
+export const SHARED_BIG = Buffer.allocUnsafeSlow(1024 * 1024);
+/** The largest read the addon does (SHARED's size with an addon that has no big buffer). */
+export let maxRead = SHARED.length;
 
 let afterReady: () => void = () => {};
 
@@ -57,7 +66,7 @@ export function nativeEpollOrUndefined(): NativeEpoll | undefined {
     );
     return undefined;
   }
-  b.epoll.init(onReady, ready, SHARED);
+  maxRead = b.epoll.init(onReady, ready, SHARED, SHARED_BIG) ?? SHARED.length;
   epollBinding = b.epoll;
   return epollBinding;
 }

@@ -54,7 +54,17 @@ export type NativeSockaddr = [family: 'inet' | 'inet6' | 'unix', address: string
  */
 export interface NativeEpoll {
   /** Start reporting: `callback(count)` once per loop turn, (fd, mask) pairs in `ready`. */
-  init(callback: (count: number) => void, ready: Int32Array, readBuffer: Buffer): void;
+  /**
+   * Reads of up to `readBuffer.length` bytes land in `readBuffer`, larger ones in
+   * `bigReadBuffer`. Returns the largest read (undefined from addons without `bigReadBuffer`:
+   * then reads stop at `readBuffer.length`).
+   */
+  init(
+    callback: (count: number) => void,
+    ready: Int32Array,
+    readBuffer: Buffer,
+    bigReadBuffer: Buffer,
+  ): number | undefined;
   /** Adjust how many things keep the process alive through the epoll poll. */
   ref(delta: number): void;
   read(fd: number, n: number): number;

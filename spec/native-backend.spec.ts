@@ -207,6 +207,36 @@ describeNative('native backend', () => {
     }
   });
 
+  it('reads small and large sizes, owned and as views, from both read buffers, byte-exact', async () => {
+    const { ns, client } = await nativeServerPair();
+    const sent = randomBytes(3 * 1024 * 1024 + 17);
+    const sizes = [1, 1000, 64 * 1024, 64 * 1024 + 1, 300 * 1024, 1024 * 1024, 4 * 1024 * 1024];
+    const got: Buffer[] = [];
+    let largest = 0;
+    let k = 0;
+    class Reader extends Recorder {
+      override eventRead(): void {
+        const n = sizes[k++ % sizes.length] as number;
+        const view = k % 2 === 0;
+        const b = view ? this.readView(n) : this.read(n);
+        if (b === null || b.length === 0) return;
+        expect(b.length).toBeLessThanOrEqual(Math.min(n, 1024 * 1024));
+        largest = Math.max(largest, b.length);
+        got.push(view ? Buffer.from(b) : b); // a view is copied before the next read
+      }
+    }
+    const o = new Reader(ns);
+    o.watchRead(true);
+    client.end(sent);
+    let total = 0;
+    await runUntil(() => {
+      total = got.reduce((t, b) => t + b.length, 0);
+      return total === sent.length;
+    }, 20000);
+    expect(Buffer.concat(got).equals(sent)).toBe(true);
+    expect(largest).toBeGreaterThan(64 * 1024); // the big buffer was used
+  });
+
   it('fires eventRead every iteration while an EOF is unread (level-triggered)', async () => {
     const { ns, client } = await nativeServerPair();
     const o = new Recorder(ns);

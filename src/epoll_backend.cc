@@ -54,8 +54,11 @@ struct Backend {
   int32_t* ready = nullptr;  // (fd, mask) pairs
   size_t ready_pairs = 0;
   Napi::ObjectReference buf_ref;
-  uint8_t* buf = nullptr;  // the shared read buffer
+  uint8_t* buf = nullptr;  // the shared read buffer (reads of up to buf_len bytes)
   size_t buf_len = 0;
+  Napi::ObjectReference big_ref;
+  uint8_t* big = nullptr;  // the one for larger reads (optional)
+  size_t big_len = 0;
   std::unique_ptr<Napi::AsyncContext> async_context;
   // Inode of every descriptor we own, by fd (0: not ours).
   std::vector<uint64_t> owned;
@@ -139,7 +142,9 @@ void ApplyRef(Backend* b) {
   }
 }
 
-// init(callback(count), ready: Int32Array, readBuffer: Buffer): start reporting.
+// init(callback(count), ready: Int32Array, readBuffer: Buffer, bigReadBuffer?: Buffer): start
+// reporting. A read of more than readBuffer's length lands in bigReadBuffer. -> the largest read.
+
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Backend* b = B(info);
@@ -157,6 +162,12 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   b->buf_ref = Napi::Persistent(buf.As<Napi::Object>());
   b->buf = buf.Data();
   b->buf_len = buf.Length();
+  if (info.Length() > 3 && info[3].IsBuffer()) {
+    Napi::Buffer<uint8_t> big = info[3].As<Napi::Buffer<uint8_t>>();
+    b->big_ref = Napi::Persistent(big.As<Napi::Object>());
+    b->big = big.Data();
+    b->big_len = big.Length();
+  }
   if (!b->async_context) b->async_context = std::make_unique<Napi::AsyncContext>(env, "DangaEpoll");
   if (b->poll == nullptr) {
     uv_loop_t* loop = nullptr;
@@ -175,7 +186,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
     if (rc != 0) throw UvError(env, rc, "uv_poll_start");
     ApplyRef(b);
   }
-  return env.Undefined();
+  return Napi::Number::New(env, static_cast<double>(std::max(b->buf_len, b->big_len)));
 }
 
 // ref(delta): the poll keeps the process alive while the count is positive.
@@ -187,15 +198,24 @@ Napi::Value Ref(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// read(fd, n) -> bytes read into the shared buffer (0 = EOF) or -errno.
+// read(fd, n) -> bytes read (0 = EOF) or -errno: into the shared buffer, or into the big one
+// when n is larger than the shared buffer.
 Napi::Value Read(const Napi::CallbackInfo& info) {
   Backend* b = B(info);
   int fd = I32(info, 0);
   size_t n = static_cast<size_t>(std::max(0, I32(info, 1)));
-  if (n > b->buf_len) n = b->buf_len;
+  uint8_t* dst = b->buf;
+  if (n > b->buf_len) {
+    if (b->big != nullptr) {
+      dst = b->big;
+      if (n > b->big_len) n = b->big_len;
+    } else {
+      n = b->buf_len;
+    }
+  }
   ssize_t r;
   do {
-    r = read(fd, b->buf, n);
+    r = read(fd, dst, n);
   } while (r < 0 && errno == EINTR);
   return r >= 0 ? Num(info, static_cast<double>(r)) : Neg(info, errno);
 }
@@ -538,6 +558,7 @@ void OnEnvCleanup(void* arg) {
   b->callback.Reset();
   b->ready_ref.Reset();
   b->buf_ref.Reset();
+  b->big_ref.Reset();
   b->async_context.reset();
   delete b;
 }

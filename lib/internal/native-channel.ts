@@ -4,6 +4,8 @@ import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify, kOwner } from '../internal'
 import {
   EAGAIN,
   SHARED,
+  SHARED_BIG,
+  maxRead,
   adoptFd,
   errnoError,
   kBytesIn,
@@ -36,13 +38,15 @@ function ep(): NativeEpoll {
 }
 const EMPTY = Buffer.alloc(0);
 const SHARED_AB = SHARED.buffer;
+const BIG_AB = SHARED_BIG.buffer;
+const SMALL = SHARED.length;
 const ERR_BITS = POLLERR | POLLHUP;
 const ADD = 1;
 const MOD = 3;
 
 /** True if `buf` is a `readView` result (a view of the shared read buffer): copy before keeping. */
 export function isSharedView(buf: Buffer): boolean {
-  return buf.buffer === SHARED_AB;
+  return buf.buffer === SHARED_AB || buf.buffer === BIG_AB;
 }
 
 interface Notifiable {
@@ -214,10 +218,13 @@ export class NativeStreamChannel implements Channel, NativeTarget {
     }
   }
 
-  /** One read(2) into the shared buffer; `n` bytes at most. Returns the count, or null. */
+  /**
+   * One read(2) of `n` bytes at most (n <= maxRead) into SHARED (n <= 64 KiB) or SHARED_BIG.
+   * Returns the count, or null.
+   */
   private sysread(n: number): number | null {
     if ((this.bits & EOF_BIT) !== 0 || this.error !== null) return null;
-    const r = ep().read(this.sock.fd, n < SHARED.length ? n : SHARED.length);
+    const r = ep().read(this.sock.fd, n);
     if (r > 0) {
       this.sock[kBytesIn] += r;
       if (r < n) this.bits &= ~POLLIN;
@@ -237,19 +244,21 @@ export class NativeStreamChannel implements Channel, NativeTarget {
   }
 
   read(n: number): Buffer | null {
-    const r = this.sysread(n);
+    const m = n < maxRead ? n : maxRead;
+    const r = this.sysread(m);
     if (r === null) return null;
     if (r === 0) return EMPTY;
     // Below 4 KiB allocUnsafe slices Node's pool: the cheap way to hand out an owned Buffer.
     const out = Buffer.allocUnsafe(r);
-    SHARED.copy(out, 0, 0, r);
+    (m <= SMALL ? SHARED : SHARED_BIG).copy(out, 0, 0, r);
     return out;
   }
 
   readView(n: number): Buffer | null {
-    const r = this.sysread(n);
+    const m = n < maxRead ? n : maxRead;
+    const r = this.sysread(m);
     if (r === null) return null;
-    return r === 0 ? EMPTY : SHARED.subarray(0, r);
+    return r === 0 ? EMPTY : (m <= SMALL ? SHARED : SHARED_BIG).subarray(0, r);
   }
 
   write(buf: Buffer, off: number, len: number): number {
