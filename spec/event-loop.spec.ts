@@ -416,7 +416,7 @@ describe('many ready objects', () => {
     };
     try {
       if (DangaSocket.DefaultBackend === 'native') {
-        const l = await Listener.listen({ host: '127.0.0.1', port: 0 }, (s) => {
+        const l = await Listener.listen({ host: '127.0.0.1', port: 0, backlog: 2048 }, (s) => {
           accepted.push(s);
         });
         dial((l.address() as net.AddressInfo).port);
@@ -425,15 +425,24 @@ describe('many ready objects', () => {
       } else {
         // Node hands out one accepted connection per libuv turn: take them without the loop.
         const srv = net.createServer({ pauseOnConnect: true, allowHalfOpen: true });
-        await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-        const all = new Promise<void>((resolve) => {
+        // A backlog above N: no SYN is dropped (and retried seconds later).
+        await new Promise<void>((r) =>
+          srv.listen({ port: 0, host: '127.0.0.1', backlog: 2048 }, r),
+        );
+        let timer: NodeJS.Timeout | undefined;
+        const all = new Promise<void>((resolve, reject) => {
           srv.on('connection', (s: net.Socket) => {
             if (accepted.push(s) === N) resolve();
           });
+          timer = setTimeout(() => reject(new Error(`accepted ${accepted.length} of ${N}`)), 30000);
         });
         dial((srv.address() as net.AddressInfo).port);
-        await all;
-        srv.close();
+        try {
+          await all;
+        } finally {
+          clearTimeout(timer);
+          srv.close();
+        }
       }
       let iter = 0;
       const seen: number[][] = [];
