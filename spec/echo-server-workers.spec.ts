@@ -58,32 +58,29 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** The socket inode of the server side of 127.0.0.1:serverPort <- 127.0.0.1:clientPort. */
-function serverSideInode(serverPort: number, clientPort: number): string | undefined {
+/**
+ * The socket inodes of the server sides of connections to `serverPort`, by client port: one
+ * read of /proc/net/tcp (it lists every TIME_WAIT socket of the machine: tens of thousands
+ * after a churn spec, so it is read once per question, not once per connection).
+ */
+function serverSideInodes(serverPort: number): Map<number, string> {
+  const out = new Map<number, string>();
   for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
     const cols = line.trim().split(/\s+/);
     const local = cols[1];
     const remote = cols[2];
-    if (local === undefined || remote === undefined) continue;
-    if (
-      parseInt(local.split(':')[1] ?? '', 16) === serverPort &&
-      parseInt(remote.split(':')[1] ?? '', 16) === clientPort
-    ) {
-      return cols[9];
+    const inode = cols[9];
+    if (local === undefined || remote === undefined || inode === undefined) continue;
+    if (parseInt(local.split(':')[1] ?? '', 16) === serverPort) {
+      out.set(parseInt(remote.split(':')[1] ?? '', 16), inode);
     }
   }
-  return undefined;
+  return out;
 }
 
-/** Which of `pids` holds the server side of `c` (undefined if none does). */
-function servingPid(
-  serverPort: number,
-  c: net.Socket,
-  pids: readonly number[],
-): number | undefined {
-  const inode = serverSideInode(serverPort, c.localPort ?? -1);
-  if (inode === undefined) return undefined;
-  const target = `socket:[${inode}]`;
+/** The process among `pids` holding each socket inode (`socket:[inode]` links). */
+function socketOwners(pids: readonly number[]): Map<string, number> {
+  const out = new Map<string, number>();
   for (const pid of pids) {
     let fds: string[];
     try {
@@ -93,13 +90,37 @@ function servingPid(
     }
     for (const fd of fds) {
       try {
-        if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === target) return pid;
+        const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (link.startsWith('socket:[')) out.set(link.slice(8, -1), pid);
       } catch {
         // closed meanwhile
       }
     }
   }
-  return undefined;
+  return out;
+}
+
+/** Which of `pids` holds the server side of each client (undefined if none does). */
+function servingPids(
+  serverPort: number,
+  cs: readonly net.Socket[],
+  pids: readonly number[],
+): (number | undefined)[] {
+  const inodes = serverSideInodes(serverPort);
+  const owners = socketOwners(pids);
+  return cs.map((c) => {
+    const inode = inodes.get(c.localPort ?? -1);
+    return inode === undefined ? undefined : owners.get(inode);
+  });
+}
+
+/** Which of `pids` holds the server side of `c` (undefined if none does). */
+function servingPid(
+  serverPort: number,
+  c: net.Socket,
+  pids: readonly number[],
+): number | undefined {
+  return servingPids(serverPort, [c], pids)[0];
 }
 
 async function workersOf(child: Child, n: number): Promise<number[]> {
@@ -116,13 +137,16 @@ async function spread(
   pids: readonly number[],
 ): Promise<Map<number, net.Socket[]>> {
   const byPid = new Map<number, net.Socket[]>();
+  const cs: net.Socket[] = [];
   for (let i = 0; i < n; i++) {
     const c = await client(port);
     expect((await echo(c, `hello ${i}`)).toString()).toBe(`hello ${i}`);
-    const pid = servingPid(port, c, pids);
-    expect(pid).toBeDefined();
-    byPid.set(pid as number, [...(byPid.get(pid as number) ?? []), c]);
+    cs.push(c);
   }
+  servingPids(port, cs, pids).forEach((pid, i) => {
+    expect(pid).toBeDefined();
+    byPid.set(pid as number, [...(byPid.get(pid as number) ?? []), cs[i] as net.Socket]);
+  });
   return byPid;
 }
 
@@ -164,8 +188,10 @@ function keepBusy(c: net.Socket, stop: { now: boolean }) {
         }
       })
       .filter((l) => l.startsWith('socket:'));
+    const inodes = serverSideInodes(port);
     for (const c of clients) {
-      const inode = serverSideInode(port, c.localPort ?? -1);
+      const inode = inodes.get(c.localPort ?? -1);
+      expect(inode).toBeDefined();
       expect(parentSockets).not.toContain(`socket:[${inode}]`);
     }
   });
