@@ -93,8 +93,8 @@ function queueCtl(ch: NativeStreamChannel): void {
   }
 }
 
-/** Apply every queued interest change (exported for Reset and tests). */
-export function flushInterest(): void {
+/** Apply every queued interest change (a microtask queued by the first change). */
+function flushInterest(): void {
   ctlScheduled = false;
   const queue = ctlQueue;
   if (queue.length === 0) return;
