@@ -14,6 +14,7 @@ import {
   startEchoServer,
   type Child,
 } from './fixtures/children';
+import { waitFor } from './helpers';
 import { NATIVE_OFF, REUSEPORT_NEEDS_ADDON } from './native-mode';
 
 // End-to-end: bin/echo-server runs as a child process (from dist/, built by `pretest`).
@@ -238,8 +239,9 @@ describe('bin/echo-server', () => {
     }
     await slowClosed;
     expect(chattyOpen).toBe(true);
-    await sleep(100);
+    await waitFor(() => echoed === sent, 'every chatty byte echoed', 10000);
     expect(echoed).toBe(sent);
+    expect(chattyOpen).toBe(true);
   });
 
   it.each([
