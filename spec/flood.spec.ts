@@ -1,13 +1,12 @@
 import type * as net from 'node:net';
 import { DangaSocket, Listener } from '../lib';
-import { Echo, runUntil } from './helpers';
+import { Echo, runUntil, waitFor } from './helpers';
 import {
   LOAD_CLIENT,
   churnClientCommand,
   fdCount,
   socketFdCount,
   killChildren,
-  sleep,
   spawnChild,
   type Child,
 } from './fixtures/children';
@@ -92,7 +91,7 @@ describe('Listener + DangaSocket under load', () => {
     expect(DangaSocket.WatchedSockets()).toBe(1);
     expect((await client.exited).code).toBe(0);
     expect(closes.get('eof')).toBe(N);
-    await sleep(100);
+    await waitFor(() => fdCount() <= fdsBefore + 3, 'descriptors back to their baseline', 5000);
     expect(fdCount()).toBeLessThanOrEqual(fdsBefore + 3);
   }, 180_000);
 
@@ -123,7 +122,7 @@ describe('Listener + DangaSocket under load', () => {
     expect(DangaSocket.WatchedSockets()).toBe(mapBefore);
     expect(peakMap).toBeLessThanOrEqual(mapBefore + 64 * 2);
     expect(closes.get('eof')).toBe(COUNT);
-    await sleep(100);
+    await waitFor(() => fdCount() <= fdsBefore + 3, 'descriptors back to their baseline', 5000);
     expect(fdCount()).toBeLessThanOrEqual(fdsBefore + 3);
   }, 300_000);
 });
