@@ -468,15 +468,8 @@ export abstract class DangaSocket {
             ? this.callWriter(cur, toWrite)
             : this.channel.write(cur, this.wOffset, toWrite);
       } catch (err) {
-        const code = errnoOf(err);
-        if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-          written = CHANNEL_EAGAIN;
-        } else {
-          this.close(
-            code === 'EPIPE' ? 'EPIPE' : code === 'ECONNRESET' ? 'ECONNRESET' : 'write_error',
-          );
-          return false;
-        }
+        if (!this.#writeWouldBlock(err)) return false;
+        written = CHANNEL_EAGAIN;
       }
       if (written === CHANNEL_EAGAIN) {
         if (bypass) {
@@ -485,8 +478,7 @@ export abstract class DangaSocket {
           this.#queue().push(own);
           this.wSize += own.length;
         }
-        if (!this.watchingWrite) this.writeSetWatch = true;
-        this.setWatchWrite(true);
+        this.#awaitWritable();
         return false;
       }
       if (written > 0) this[kActivity]++;
@@ -529,19 +521,11 @@ export abstract class DangaSocket {
     try {
       written = this.channel.writev(q, this.wOffset);
     } catch (err) {
-      const code = errnoOf(err);
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-        written = CHANNEL_EAGAIN;
-      } else {
-        this.close(
-          code === 'EPIPE' ? 'EPIPE' : code === 'ECONNRESET' ? 'ECONNRESET' : 'write_error',
-        );
-        return true;
-      }
+      if (!this.#writeWouldBlock(err)) return true;
+      written = CHANNEL_EAGAIN;
     }
     if (written === CHANNEL_EAGAIN) {
-      if (!this.watchingWrite) this.writeSetWatch = true;
-      this.setWatchWrite(true);
+      this.#awaitWritable();
       return true;
     }
     if (written > 0) this[kActivity]++;
@@ -566,6 +550,23 @@ export abstract class DangaSocket {
       this.writeSetWatch = false;
     }
     return false;
+  }
+
+  /**
+   * A write threw: true if it only would have blocked; otherwise the object is closed with
+   * `'EPIPE'`, `'ECONNRESET'` or `'write_error'` and this returns false.
+   */
+  #writeWouldBlock(err: unknown): boolean {
+    const code = errnoOf(err);
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return true;
+    this.close(code === 'EPIPE' ? 'EPIPE' : code === 'ECONNRESET' ? 'ECONNRESET' : 'write_error');
+    return false;
+  }
+
+  /** The kernel refused bytes: watch for writability (and remember we turned it on). */
+  #awaitWritable(): void {
+    if (!this.watchingWrite) this.writeSetWatch = true;
+    this.setWatchWrite(true);
   }
 
   /** The write queue, allocated on first use (most objects never queue: memory per idle object). */

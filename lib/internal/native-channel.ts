@@ -263,17 +263,21 @@ export class NativeStreamChannel implements Channel, NativeTarget {
 
   write(buf: Buffer, off: number, len: number): number {
     if (this.error !== null) throw this.error;
-    const r = ep().write(this.sock.fd, buf, off, len);
+    return this.sent(ep().write(this.sock.fd, buf, off, len), len, 'write');
+  }
+
+  /** A write(2)/writev(2) result `r` for `offered` bytes: the count, or CHANNEL_EAGAIN. */
+  private sent(r: number, offered: number, syscall: string): number {
     if (r >= 0) {
       this.sock[kBytesOut] += r;
-      if (r < len) this.bits &= ~POLLOUT;
+      if (r < offered) this.bits &= ~POLLOUT;
       return r;
     }
     if (r === -EAGAIN) {
       this.bits &= ~POLLOUT;
       return CHANNEL_EAGAIN;
     }
-    throw this.fail(r, 'write');
+    throw this.fail(r, syscall);
   }
 
   writev(items: readonly (Buffer | (() => void))[], first: number): number {
@@ -285,17 +289,7 @@ export class NativeStreamChannel implements Channel, NativeTarget {
       if (typeof b === 'function') break;
       offered += (b as Buffer).length;
     }
-    const r = ep().writev(this.sock.fd, items, first);
-    if (r >= 0) {
-      this.sock[kBytesOut] += r;
-      if (r < offered) this.bits &= ~POLLOUT;
-      return r;
-    }
-    if (r === -EAGAIN) {
-      this.bits &= ~POLLOUT;
-      return CHANNEL_EAGAIN;
-    }
-    throw this.fail(r, 'writev');
+    return this.sent(ep().writev(this.sock.fd, items, first), offered, 'writev');
   }
 
   accept(): null {
