@@ -348,6 +348,7 @@ class Loop {
     // A timer added by a timer of this pass at this same instant (a frozen or coarse clock)
     // has a delay >= 0: it waits for a later pass. Only a negative delay runs in this one.
     const firstAdded = timers.nextSeq;
+    let ran = false;
     while (
       head !== undefined &&
       (head.fireTime < now || (head.fireTime === now && head.seq < firstAdded))
@@ -356,6 +357,7 @@ class Loop {
       const cb = head.cb;
       head.cb = null;
       if (cb !== null) {
+        ran = true;
         try {
           cb(now);
         } catch (err) {
@@ -369,7 +371,12 @@ class Loop {
       this.timerDriven = false;
       return this.loopTimeout;
     }
-    const ms = Math.floor((head.fireTime - now) * 1000) + 1;
+    // Danga computes the wait from the pass's stale snapshot, so a slow callback lengthens it
+    // by its own duration (a timer added 100 ms ahead after 200 ms of work waits 300 ms). We
+    // read the clock again when a callback ran: the wait ends when the head is due.
+    const ms = ran
+      ? Math.max(0, Math.floor((head.fireTime - nowSeconds()) * 1000) + 1)
+      : Math.floor((head.fireTime - now) * 1000) + 1;
     this.timerDriven = this.loopTimeout < 0 || ms < this.loopTimeout;
     return this.timerDriven ? ms : this.loopTimeout;
   }

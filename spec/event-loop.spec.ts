@@ -176,6 +176,28 @@ describe('DangaSocket.AddTimer', () => {
     expect(nows[2]).toBe(nows[1]);
   });
 
+  it('fires a timer added by a slow timer when it is due, not later by the slow part', async () => {
+    // Danga computes the wait from the pass's snapshot, so 200 ms of work in a timer made a
+    // timer it added 100 ms ahead wait 300 ms. We read the clock again after the callbacks.
+    useFakeTime();
+    const t0 = Date.now();
+    let addedAt = -1;
+    let firedAt = -1;
+    DangaSocket.AddTimer(0.05, () => {
+      jest.advanceTimersByTime(200); // a slow timer: the clock moves within the pass
+      addedAt = Date.now() - t0;
+      DangaSocket.AddTimer(0.1, () => (firedAt = Date.now() - t0));
+    });
+    // No loop timeout: only the timers wake the loop (a third one lets the PLC see the second).
+    DangaSocket.AddTimer(2, () => {});
+    DangaSocket.SetLoopTimeout(-1);
+    DangaSocket.SetPostLoopCallback(() => firedAt < 0);
+    await advanceUntilSettled(DangaSocket.EventLoop());
+    expect(addedAt).toBeGreaterThanOrEqual(250);
+    expect(firedAt - addedAt).toBeGreaterThanOrEqual(100);
+    expect(firedAt - addedAt).toBeLessThan(105);
+  });
+
   it('cancel() is idempotent and a cancelled timer neither fires nor wakes the loop', async () => {
     useFakeTime();
     let fired = false;
