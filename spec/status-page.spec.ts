@@ -231,9 +231,10 @@ describe('status page in Chromium', () => {
 });
 
 describe('bin/echo-server --admin', () => {
-  it('prints the console address and answers its own clients command', async () => {
+  it('prints the console address after "listening on" and answers its clients command', async () => {
     const { child, port, adminPort } = await echoServerWithAdmin(['--max-connections', '10']);
-    expect(child.stdout()).toMatch(/^admin on 127\.0\.0\.1:\d+\n/m);
+    // "listening on" stays the first line (API §9); the console's address follows.
+    expect(child.stdout()).toMatch(/^listening on 127\.0\.0\.1:\d+\nadmin on 127\.0\.0\.1:\d+\n/);
     await echo(await client(port), 'x');
     expect(await consoleCommand(adminPort, ['clients'])).toBe('1 echo clients (max 10)\n.\n');
   });
