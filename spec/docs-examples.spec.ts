@@ -244,3 +244,34 @@ describe('docs examples', () => {
     RUN_TIMEOUT_MS + 10_000,
   );
 });
+
+describe('docs/api.md', () => {
+  const api = fs.readFileSync(path.join(ROOT, 'docs', 'api.md'), 'utf8');
+
+  it('names every export of lib/index.ts, values and types', () => {
+    // The export lists of lib/index.ts, read from its syntax (types leave nothing at run time).
+    const src = ts.createSourceFile(
+      'index.ts',
+      fs.readFileSync(path.join(ROOT, 'lib', 'index.ts'), 'utf8'),
+      ts.ScriptTarget.ES2022,
+    );
+    const names: string[] = [];
+    for (const st of src.statements) {
+      if (ts.isExportDeclaration(st) && st.exportClause && ts.isNamedExports(st.exportClause)) {
+        for (const el of st.exportClause.elements) names.push(el.name.text);
+      }
+    }
+    expect(names.length).toBeGreaterThan(50);
+    expect(names.filter((n) => !api.includes(`\`${n}`))).toEqual([]);
+  });
+
+  it('lists every error code', () => {
+    const codes = [
+      ...fs
+        .readFileSync(path.join(ROOT, 'lib', 'errors.ts'), 'utf8')
+        .matchAll(/'(DS_ERR_[A-Z_]+)'/g),
+    ].map((m) => m[1] as string);
+    expect(new Set(codes).size).toBeGreaterThanOrEqual(15);
+    expect([...new Set(codes)].filter((c) => !api.includes(`\`${c}\``))).toEqual([]);
+  });
+});
