@@ -144,6 +144,8 @@ describe('Listener.listen({ proxyProtocol })', () => {
       expect(err).toBeInstanceOf(DangaSocketError);
       expect(err?.code).toBe('DS_ERR_PROXY_PROTOCOL');
       expect(err?.message).toMatch(why);
+      // The report names the connection (read before the socket is destroyed).
+      expect(err?.message).toContain(`from 127.0.0.1:${String(bad.sock.localPort)}:`);
     },
   );
 

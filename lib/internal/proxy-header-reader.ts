@@ -161,8 +161,9 @@ class HeaderRead {
 
   private reject(why: string): void {
     this.detach();
-    this.sock.destroy();
+    // Reported first: a destroyed socket no longer knows its peer's address.
     this.reader.fail(this.sock, why);
+    this.sock.destroy();
   }
 
   abandon(): void {
