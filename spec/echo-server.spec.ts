@@ -249,6 +249,7 @@ describe('bin/echo-server', () => {
     [['--bogus']],
     [['--idle-timeout', '-1']],
     [['--idle-timeout', '0']],
+    [['--idle-timeout', '.']],
     [['--port', '70000']],
     [['--max-connections', 'x']],
     [['--workers', '0']],
@@ -259,6 +260,11 @@ describe('bin/echo-server', () => {
     expect(code).toBe(2);
     expect(child.stderr()).toMatch(/^usage: echo-server /m);
     expect(child.stdout()).not.toMatch(/listening on/);
+  });
+
+  it.each(['.5', '0.5', '2.'])('--idle-timeout accepts %s seconds', async (v) => {
+    const { port } = await startEchoServer(['--idle-timeout', v]);
+    expect(port).toBeGreaterThan(0);
   });
 
   it('--help prints the usage and exits 0', async () => {
