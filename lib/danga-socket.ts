@@ -96,6 +96,8 @@ const NO_PUSHBACK: Buffer[] = [];
 const NO_QUEUE: (Buffer | (() => void))[] = [];
 /** A handle with our back-reference (a property, not a WeakMap entry: less memory). */
 type Owned = { [kOwner]?: DangaSocket | undefined };
+/** Servers whose object was closed (not stolen): never wrapped again. */
+const closedServers = new WeakSet<object>();
 
 /** Accept errors are reported at most once per this many ms (an EMFILE storm is one report). */
 const ACCEPT_ERROR_REPORT_MS = 1000;
@@ -284,6 +286,9 @@ export abstract class DangaSocket {
     }
     if ((sock instanceof net.Socket || native) && sock.destroyed) {
       throw invalidArg('cannot wrap a destroyed socket');
+    }
+    if (closedServers.has(sock)) {
+      throw invalidArg('cannot wrap a server whose object was closed');
     }
     this.id = nextId++;
     this.channel = native
@@ -694,7 +699,10 @@ export abstract class DangaSocket {
   [kFinish](reason: string | undefined): void {
     if (this.finished !== null) return;
     this.finished = reason;
-    (this.channel.sock as Owned)[kOwner] = undefined;
+    const sock = this.channel.sock;
+    (sock as Owned)[kOwner] = undefined;
+    // A closed net.Socket is destroyed, which the constructor refuses; a server is not.
+    if (reason !== 'stolen' && sock instanceof net.Server) closedServers.add(sock);
     const wait = this.#closedWait;
     if (wait !== null && wait.resolve !== null) {
       wait.resolve(reason);

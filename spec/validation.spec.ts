@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import { PassThrough } from 'node:stream';
 import * as fc from 'fast-check';
 import { DangaSocket, DangaSocketError, Listener } from '../lib';
-import { Quiet, type ServerSock, dispose, tcpPair } from './helpers';
+import { Quiet, type ServerSock, dispose, runUntil, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 // Issue 4, bad input: every public function and constructor of DangaSocket and Listener
@@ -78,6 +78,26 @@ describe('DangaSocket constructor', () => {
     const sock = q.sock() as net.Socket;
     q.close('done');
     expectInvalidArg(() => new Quiet(sock));
+  });
+
+  it('refuses the server of a closed object once it is gone, but takes a stolen one', async () => {
+    const closed = await Listener.listen({ port: 0, backend: 'node' }, () => {});
+    const stolen = await Listener.listen({ port: 0, backend: 'node' }, () => {});
+    const server = closed.sock() as net.Server;
+    closed.close('done');
+    const taken = stolen.stealSocket() as net.Server;
+    try {
+      let gone = false;
+      void closed.whenClosed().then(() => (gone = true));
+      await runUntil(() => gone);
+      expect(server.listening).toBe(false); // not destroyed, as a closed net.Socket would be
+      expectInvalidArg(() => new Quiet(server));
+      const again = new Quiet(taken);
+      expect(again.sock()).toBe(taken);
+    } finally {
+      server.close();
+      taken.close();
+    }
   });
 
   it('refuses a socket an open object wraps with DS_ERR_ALREADY_WRAPPED', () => {
