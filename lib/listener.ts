@@ -4,6 +4,7 @@ import * as tls from 'node:tls';
 import { DangaSocket } from './danga-socket';
 import { DangaSocketError, describe, invalidArg } from './errors';
 import { loop } from './event-loop';
+import { kOwner } from './internal';
 import { pickBackend } from './internal/backend';
 import { NativeSocket, listenNative } from './native-socket';
 import {
@@ -224,7 +225,7 @@ export class Listener extends DangaSocket {
     try {
       this.onAccept(s);
     } catch (err) {
-      s.destroy();
+      discardAccepted(s);
       loop.report(err, { kind: 'accept', object: this });
     }
   }
@@ -241,16 +242,17 @@ export class Listener extends DangaSocket {
   }
 }
 
-/** A connection whose onAccept threw: destroy it (closing the object if one wraps it). */
+/**
+ * A connection whose onAccept threw: close the object that wraps it, if one does (its deferred
+ * close destroys the socket, on either backend), else destroy the socket.
+ */
 function discardAccepted(s: net.Socket | NativeSocket): void {
-  if (s instanceof NativeSocket) {
-    for (const obj of loop.map.values()) {
-      if (obj.sock() === s) obj.close('handler_error');
-    }
-    s.destroy(); // a no-op while a closed object's deferred close owns the descriptor
+  const owner = (s as unknown as { [kOwner]?: DangaSocket | undefined })[kOwner];
+  if (owner !== undefined && !owner.closed) {
+    owner.close('handler_error');
     return;
   }
-  s.destroy();
+  s.destroy(); // a no-op while a closed object's deferred close owns the descriptor
 }
 
 /** `listen({ backend: 'native' })`: resolve the host, then socket/bind/listen through the addon. */

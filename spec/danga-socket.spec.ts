@@ -1,6 +1,6 @@
 import * as net from 'node:net';
 import { DangaSocket, DangaSocketError, Listener, type NativeSocket } from '../lib';
-import { type ServerSock, closedPort, runUntil, tcpPair } from './helpers';
+import { Quiet, type ServerSock, closedPort, runUntil, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
 
 afterEach(() => DangaSocket.Reset());
@@ -689,6 +689,31 @@ describe('Listener', () => {
     expect(l.asString()).toBe('Listener(R): open');
     for (const s of accepted) s.destroy();
     for (const c of clients) c.destroy();
+  });
+
+  it('closes the object a throwing onAccept made with handler_error; the client sees the end', async () => {
+    const errors: unknown[] = [];
+    DangaSocket.setErrorHandler((e) => errors.push(e));
+    const made: Quiet[] = [];
+    const gone: (string | undefined)[] = [];
+    const l = await Listener.listen({ port: 0 }, (s) => {
+      const q = new Quiet(s); // its hooks close nothing: only the listener can
+      made.push(q);
+      void q.whenClosed().then((r) => gone.push(r));
+      throw new Error('bad accept');
+    });
+    const port = (l.address() as net.AddressInfo).port;
+    const c = net.connect({ port, host: '127.0.0.1' });
+    c.on('error', () => {});
+    let ended = false;
+    c.on('close', () => (ended = true));
+    c.resume();
+    await runUntil(() => ended && gone.length === 1);
+    expect(errors).toHaveLength(1);
+    expect(gone).toEqual(['handler_error']);
+    expect(made[0]?.closed).toBe(true);
+    expect(DangaSocket.WatchedSockets()).toBe(1); // the listener only
+    c.destroy();
   });
 
   it('rejects with DS_ERR_LISTEN when the port is taken and DS_ERR_INVALID_ARG for bad options', async () => {
