@@ -7,6 +7,7 @@
         "src/native_util.cc",
         "src/tcp_cork.cc",
         "src/fd_poll.cc",
+        "src/fd_state.cc",
         "src/loop_fds.cc",
         "src/alarm_watcher.cc",
         "src/socket_alarm.cc",

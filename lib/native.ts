@@ -107,6 +107,11 @@ export interface NativeBinding {
   nodeOwnedFds(): number[];
   /** Decodes raw `struct sockaddr` bytes; undefined for unsupported families or sizes. */
   parseSockaddr(bytes: Uint8Array): NativeSockaddr | undefined;
+  /**
+   * One poll(2) with no wait: the mask (1 IN, 2 PRI, 4 OUT, 8 ERR, 16 HUP) or -errno. Absent
+   * from addons built before it existed.
+   */
+  readonly pollNow?: ((fd: number) => number) | undefined;
   /** The native backend; undefined off Linux or in an addon built before it existed. */
   readonly epoll?: NativeEpoll | undefined;
   readonly Poll: new (fd: number, callback: (mask: number) => void) => NativePoll;
@@ -409,4 +414,15 @@ export function createFdPoll(fd: number, callback: (mask: number) => void): FdPo
     });
   }
   return new FdPoll(poll);
+}
+
+/**
+ * Whether the kernel reports a hang-up (POLLHUP: both directions shut, e.g. a Unix socket whose
+ * peer is gone) on `fd` now. False where the addon cannot say (not loaded, older build).
+ */
+export function kernelReportsHup(fd: number): boolean {
+  const pollNow = nativeBinding()?.pollNow;
+  if (typeof pollNow !== 'function') return false;
+  const mask = pollNow(fd);
+  return mask > 0 && (mask & POLL_HUP) !== 0;
 }

@@ -1,7 +1,8 @@
 import type * as net from 'node:net';
 import { isOnreadSocket, setDeliver } from './fast-accept';
 import type { Channel, ChannelAddress } from './internal/channel';
-import { osFd, unsentBytes } from './internal/node-internals';
+import { isUnixSocket, osFd, unsentBytes } from './internal/node-internals';
+import { kernelReportsHup } from './native';
 import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify } from './internal';
 
 /**
@@ -54,6 +55,12 @@ function onEnd(this: ChannelSocket): void {
   const ch = this[kChannel];
   if (ch === undefined) return;
   ch.eof = true;
+  // Reference §5: a Unix socket whose peer is gone (not just shut for writing) is IN|HUP. libuv
+  // stops polling after EOF, so ask the kernel once, here. TCP peers' FIN is never a HUP.
+  if (isUnixSocket(this)) {
+    const fd = osFd(this);
+    if (fd !== undefined && kernelReportsHup(fd)) ch.peerGone = true;
+  }
   ch.owner[kNotify]();
 }
 function onError(this: ChannelSocket, err: Error): void {
@@ -86,6 +93,8 @@ export class StreamChannel implements Channel {
   error: Error | null = null;
   /** The socket was closed under us (destroyed by someone else, or after an error). */
   gone = false;
+  /** At EOF the kernel reported a hang-up: the peer is gone, both directions are shut. */
+  peerGone = false;
   /** A partial write's remainder is still owned by libuv: unwritable until it is done. */
   private inflight = false;
   /** After a partial write: bytes libuv still owns of that submission. */
@@ -150,6 +159,7 @@ export class StreamChannel implements Channel {
     let r = 0;
     if (this.rxBytes > 0 || this.eof || this.gone) r |= POLLIN;
     if (this.gone) return r | POLLHUP;
+    if (this.peerGone) r |= POLLHUP;
     if (!this.sock.connecting && !this.inflight) r |= POLLOUT;
     return r;
   }

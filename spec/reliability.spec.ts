@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { DangaSocket, DangaSocketError, Listener, type ErrorContext } from '../lib';
 import { Echo, type ServerSock, closedPort, dispose, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
+import { NATIVE_OFF } from './native-mode';
 
 // Issue 4, faults: whatever goes wrong on one object, that object ends closed with the right
 // reason, every other connection keeps its bytes, and the loop keeps running.
@@ -215,6 +219,49 @@ describe('DangaSocket under faults', () => {
     expect(p.events.indexOf('read')).toBeLessThan(p.events.indexOf('hup'));
     expect(p.events).not.toContain('err');
     by.expectIntact();
+  });
+
+  it('a Unix peer that is gone is IN|HUP (read, then hup); one that only shut writing is IN', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'danga-unix-hup-'));
+    const accepted: Probe[] = [];
+    const l = await Listener.listen({ path: path.join(dir, 's') }, (s) => {
+      const p = new Probe(s);
+      p.watchRead(true);
+      accepted.push(p);
+    });
+    const clients: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const c = net.connect(path.join(dir, 's'));
+        c.on('error', () => {});
+        clients.push(c);
+        await runUntil(() => accepted.length === i + 1);
+      }
+      const [gone, halfShut] = accepted as [Probe, Probe];
+      (clients[0] as net.Socket).destroy(); // both directions: the kernel reports HUP
+      (clients[1] as net.Socket).end(); // only the peer's writing: EOF, no HUP
+      if (NATIVE_OFF) {
+        // The node backend learns of the HUP from the addon (libuv stops polling at EOF):
+        // without it, a gone Unix peer reads as EOF only, like a half-shut one.
+        await runUntil(() => gone.reads.includes(null) && halfShut.reads.includes(null));
+        expect(gone.events).not.toContain('hup');
+        expect(halfShut.events).not.toContain('hup');
+        return;
+      }
+      await runUntil(() => gone.events.includes('hup') && halfShut.reads.includes(null));
+      // Reference §5 (V: unix-peer-close): read (read → null) first, then hup.
+      // (Level-triggered: each iteration reads null again until the test stops.)
+      expect(gone.reads.length).toBeGreaterThan(0);
+      expect(gone.reads.every((r) => r === null)).toBe(true);
+      expect(gone.events.indexOf('read')).toBeLessThan(gone.events.indexOf('hup'));
+      expect(gone.events).not.toContain('err');
+      expect(halfShut.events).not.toContain('hup');
+      expect(halfShut.reads.every((r) => r === null)).toBe(true);
+    } finally {
+      for (const c of clients) c.destroy();
+      l.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('connect refused: queued data closes the object with write_error', async () => {

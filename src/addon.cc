@@ -4,6 +4,7 @@
 #include "alarm_watcher.h"
 #include "epoll_backend.h"
 #include "fd_poll.h"
+#include "fd_state.h"
 #include "loop_fds.h"
 #include "reuse_port.h"
 #include "socket_alarm.h"
@@ -36,6 +37,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLoopFds(env, exports);
   InitReusePort(env, exports);
   InitEpollBackend(env, exports);
+  InitFdState(env, exports);
   exports.Set("Poll", FdPoll::Define(env));
   exports.Set("Alarm", SocketAlarmWrap::Define(env, tag));
   exports.Set("hasRdhup", Napi::Boolean::New(env, alarm::HaveRdhup()));

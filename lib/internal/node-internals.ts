@@ -293,3 +293,12 @@ export function osFd(obj: net.Socket | net.Server): number | undefined {
   const fd = handleOf(obj)?.fd;
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }
+
+/**
+ * True if the socket is a Unix domain socket (libuv `Pipe` handle). False when unknown: no
+ * handle, or a shape we don't know.
+ */
+export function isUnixSocket(sock: net.Socket): boolean {
+  const h = handleOf(sock) as { constructor?: { name?: unknown } } | null;
+  return h !== null && h.constructor?.name === 'Pipe';
+}
