@@ -163,7 +163,12 @@ export class Listener extends DangaSocket {
               optional: options.proxyProtocol === 'optional',
               timeoutMs: options.proxyHeaderTimeoutMs ?? PROXY_HEADER_TIMEOUT_MS,
             };
-            l.proxy = new ProxyHeaderReader(proxyOptions, l, (s, src) => l.deliverProxied(s, src));
+            l.proxy = new ProxyHeaderReader(
+              proxyOptions,
+              l,
+              (s, src) => l.deliverProxied(s, src),
+              (s) => l.refuseProxied(s),
+            );
           }
           resolve(l);
         } catch (err) {
@@ -228,6 +233,29 @@ export class Listener extends DangaSocket {
       discardAccepted(s);
       loop.report(err, { kind: 'accept', object: this });
     }
+  }
+
+  /**
+   * A connection whose PROXY header failed (already reported): it closes with reason
+   * `'proxy_protocol'`. Its object is made as for any connection (`onAccept`, real peer, no
+   * byte to read) and closed at once, so the reason is where every close reason is. Under
+   * TLS, no handshake is started for it: the socket is destroyed without `onAccept`.
+   */
+  private refuseProxied(raw: net.Socket): void {
+    if (this.closed || this.serverTls !== null) {
+      raw.destroy();
+      return;
+    }
+    try {
+      this.onAccept(raw);
+    } catch (err) {
+      discardAccepted(raw);
+      loop.report(err, { kind: 'accept', object: this });
+      return;
+    }
+    const owner = (raw as unknown as { [kOwner]?: DangaSocket | undefined })[kOwner];
+    if (owner === undefined) raw.destroy();
+    else if (!owner.closed) owner.close('proxy_protocol');
   }
 
   /** A listener error: report it to the error handler and stop listening. */

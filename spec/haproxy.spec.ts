@@ -47,6 +47,7 @@ async function freePort(): Promise<number> {
 class Echo extends DangaSocket {
   static all: Echo[] = [];
   readonly peer: string | undefined;
+  reason: string | undefined = undefined;
   constructor(sock: net.Socket) {
     super(sock);
     this.peer = this.peerAddrString();
@@ -67,6 +68,10 @@ class Echo extends DangaSocket {
   }
   override eventHup(): void {
     this.close('hup');
+  }
+  override close(reason?: string): void {
+    if (!this.closed) this.reason = reason;
+    super.close(reason);
   }
 }
 
@@ -222,7 +227,13 @@ describe('Listener.listen({ proxyProtocol }) behind HAProxy', () => {
     through.sock.write(' and after');
     await runUntil(() => through.got().toString() === 'before and after', 10000);
     expect(through.ended()).toBe(false);
-    expect(Echo.all.map((e) => e.peer)).toEqual([through.local]);
+    const served = Echo.all.filter((e) => e.reason !== 'proxy_protocol');
+    expect(served.map((e) => e.peer)).toEqual([through.local]);
+    // Each bad connection's object saw no byte and closed with reason 'proxy_protocol'.
+    const refused = Echo.all.filter((e) => e.reason === 'proxy_protocol');
+    expect(refused.map((e) => e.peer).sort()).toEqual(
+      [malformed, truncated, oversized, slow].map((c) => c.local).sort(),
+    );
     // At least the first failure is reported (later ones within a second are counted in it).
     const kinds = reports.map((r) => r.context.kind);
     expect(kinds.length).toBeGreaterThan(0);

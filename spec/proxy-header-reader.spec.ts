@@ -16,6 +16,7 @@ afterEach(() => DangaSocket.Reset());
 class Echo extends DangaSocket {
   static all: Echo[] = [];
   readonly peer: string | undefined;
+  reason: string | undefined = undefined;
   constructor(sock: net.Socket) {
     super(sock);
     this.peer = this.peerAddrString();
@@ -37,8 +38,21 @@ class Echo extends DangaSocket {
   override eventHup(): void {
     this.close('hup');
   }
+  override close(reason?: string): void {
+    if (!this.closed) this.reason = reason;
+    super.close(reason);
+  }
 }
 beforeEach(() => (Echo.all = []));
+
+/** The peers of the objects the header failures closed (reason 'proxy_protocol'). */
+function refused(): (string | undefined)[] {
+  return Echo.all.filter((e) => e.reason === 'proxy_protocol').map((e) => e.peer);
+}
+/** The peers of the other objects. */
+function served(): (string | undefined)[] {
+  return Echo.all.filter((e) => e.reason !== 'proxy_protocol').map((e) => e.peer);
+}
 
 const V2_SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 function v2Tcp4(src: string, sport: number, cmd = 1): Buffer {
@@ -139,7 +153,10 @@ describe('Listener.listen({ proxyProtocol })', () => {
       await runUntil(() => bad.closed() && good.got().toString() === 'still here');
       expect(bad.got().length).toBe(0);
       expect(good.closed()).toBe(false);
-      expect(Echo.all.map((e) => e.peer)).toEqual(['192.0.2.1:1000']);
+      expect(served()).toEqual(['192.0.2.1:1000']);
+      // The bad connection's object saw no byte and was closed with reason 'proxy_protocol';
+      // with no header, its peer is the real one.
+      expect(refused()).toEqual([`127.0.0.1:${String(bad.sock.localPort)}`]);
       const [err] = failures();
       expect(err).toBeInstanceOf(DangaSocketError);
       expect(err?.code).toBe('DS_ERR_PROXY_PROTOCOL');
@@ -154,7 +171,8 @@ describe('Listener.listen({ proxyProtocol })', () => {
     const c = await connect(port);
     c.sock.end('PROXY TCP4 10.0.0.1 ');
     await runUntil(() => c.closed());
-    expect(Echo.all).toHaveLength(0);
+    expect(served()).toHaveLength(0);
+    expect(refused()).toHaveLength(1);
     expect(failures()[0]?.message).toMatch(/ended inside/);
   });
 
@@ -175,7 +193,8 @@ describe('Listener.listen({ proxyProtocol })', () => {
       clearInterval(drip);
     }
     expect(fast.closed()).toBe(false);
-    expect(Echo.all.map((e) => e.peer)).toEqual(['10.9.9.9:9']);
+    expect(served()).toEqual(['10.9.9.9:9']);
+    expect(refused()).toEqual([`127.0.0.1:${String(slow.sock.localPort)}`]);
     expect(failures()[0]?.message).toMatch(/no complete header within 400 ms/);
   });
 

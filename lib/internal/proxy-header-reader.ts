@@ -10,7 +10,8 @@ import { ProxyHeaderParser, type ProxyAddress } from './proxy-protocol';
  * raw `onAccept`. The socket flows into the parser; once the header is complete it is paused,
  * the payload that followed is put back with `unshift`, and the socket goes to `deliver`,
  * reporting the original client as its `remoteAddress`/`remotePort`/`remoteFamily`. A bad,
- * missing or late header destroys only that socket and is reported (kind `'proxy_protocol'`).
+ * missing or late header is reported (kind `'proxy_protocol'`) and closes only that connection
+ * (`refuse`: the listener closes the object `onAccept` makes with reason `'proxy_protocol'`).
  */
 
 /** Default for `proxyHeaderTimeoutMs`: generous for a proxy on a LAN, short for a slowloris. */
@@ -50,6 +51,11 @@ export class ProxyHeaderReader {
     private readonly owner: DangaSocket,
     /** Called with the socket (paused, payload put back) and the client, if the header named one. */
     readonly deliver: (sock: net.Socket, source: ProxyAddress | undefined) => void,
+    /**
+     * Called with the (paused) socket of a connection whose header failed, after the report:
+     * it must close that connection with reason `'proxy_protocol'`. Default: destroy it.
+     */
+    readonly refuse: (sock: net.Socket) => void = (sock) => sock.destroy(),
   ) {}
 
   read(sock: net.Socket): void {
@@ -161,9 +167,10 @@ class HeaderRead {
 
   private reject(why: string): void {
     this.detach();
+    this.sock.pause();
     // Reported first: a destroyed socket no longer knows its peer's address.
     this.reader.fail(this.sock, why);
-    this.sock.destroy();
+    this.reader.refuse(this.sock);
   }
 
   abandon(): void {
