@@ -268,8 +268,11 @@ export abstract class DangaSocket {
    *   whose object was closed; `DS_ERR_ALREADY_WRAPPED` if an open object wraps it.
    */
   constructor(sock: net.Socket | net.Server | NativeSocket) {
+    // Each prototype walk once (the accept path runs this per connection).
     const native = sock instanceof NativeSocket;
-    if (!native && !(sock instanceof net.Socket) && !(sock instanceof net.Server)) {
+    const stream = !native && sock instanceof net.Socket;
+    const server = !native && !stream && sock instanceof net.Server;
+    if (!native && !stream && !server) {
       throw invalidArg(
         `DangaSocket expects a net.Socket, net.Server or NativeSocket, got ${describe(sock)}`,
       );
@@ -284,10 +287,10 @@ export abstract class DangaSocket {
       }
       throw invalidArg(`socket belonged to an object that was closed (${owner.asString()})`);
     }
-    if ((sock instanceof net.Socket || native) && sock.destroyed) {
+    if ((stream || native) && (sock as net.Socket | NativeSocket).destroyed) {
       throw invalidArg('cannot wrap a destroyed socket');
     }
-    if (closedServers.has(sock)) {
+    if (server && closedServers.has(sock)) {
       throw invalidArg('cannot wrap a server whose object was closed');
     }
     this.id = nextId++;
@@ -295,9 +298,9 @@ export abstract class DangaSocket {
       ? sock.isListener
         ? new NativeListenChannel(sock, new Notifier(this))
         : new NativeStreamChannel(sock)
-      : sock instanceof net.Server
-        ? new ServerChannel(sock, new Notifier(this))
-        : new StreamChannel(sock, this);
+      : server
+        ? new ServerChannel(sock as net.Server, new Notifier(this))
+        : new StreamChannel(sock as net.Socket, this);
     (sock as Owned)[kOwner] = this;
     loop.map.set(this.id, this);
     // Wrapped from outside the loop (a promise, a Node callback): PLCs see it at once.
