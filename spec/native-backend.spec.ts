@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { DangaSocket, DangaSocketError, Listener, NativeSocket, connect } from '../lib';
 import { nativeEpoll } from '../lib/native-socket';
 import {
@@ -57,6 +58,13 @@ async function nativeServerPair(): Promise<{ ns: NativeSocket; client: net.Socke
   await runUntil(() => accepted !== undefined);
   l.close('done');
   return { ns: accepted as NativeSocket, client };
+}
+
+/** Reset the connection from the client's side (SO_LINGER 0) and wait until it is gone. */
+async function resetFrom(client: net.Socket): Promise<void> {
+  const gone = new Promise((resolve) => client.once('close', resolve));
+  client.resetAndDestroy();
+  await gone;
 }
 
 function linkOf(fd: number): string | undefined {
@@ -314,6 +322,49 @@ describeNative('native backend', () => {
     void o.whenClosed().then((r) => (reason = r));
     await runUntil(() => reason !== null);
     expect(reason).toBe('write_error');
+  });
+
+  it("gives eventErr the socket's own errno (SO_ERROR) when the peer resets after its FIN", async () => {
+    const { ns, client } = await nativeServerPair();
+    const o = new Recorder(ns);
+    let inHook: Error | undefined | null = null;
+    o.eventErr = function (this: Recorder) {
+      inHook ??= this.osError;
+      this.log.push('err');
+    };
+    o.watchRead(true);
+    client.end();
+    await runUntil(() => o.log.includes('read'));
+    expect(o.read(10)).toBeNull(); // the EOF, not an error
+    expect(o.osError).toBeUndefined();
+    o.watchRead(false);
+    await resetFrom(client);
+    await runUntil(() => o.log.includes('err'));
+    // Linux gives a reset in CLOSE_WAIT as EPIPE: what our next write(2) would have reported.
+    expect(inHook).toMatchObject({ code: 'EPIPE', errno: -osConstants.errno.EPIPE });
+    expect((inHook as Error | null)?.message).toBe('write EPIPE');
+    expect(o.osError).toBe(inHook);
+    expect(() => o.write('x')).not.toThrow();
+    expect(o.closed).toBe(true);
+    expect(o.closeReason).toBe('EPIPE');
+  });
+
+  it('still reads the bytes a peer sent before its reset, then fails the read with ECONNRESET', async () => {
+    const { ns, client } = await nativeServerPair();
+    const o = new Recorder(ns); // reads nothing until told: the bytes wait in the kernel
+    let inHook: Error | undefined | null = null;
+    o.eventErr = function (this: Recorder) {
+      inHook ??= this.osError;
+      this.log.push('err');
+    };
+    await new Promise<void>((resolve) => client.write('last words', () => resolve()));
+    await resetFrom(client);
+    await runUntil(() => o.log.includes('err'));
+    expect(inHook).toMatchObject({ code: 'ECONNRESET', errno: -osConstants.errno.ECONNRESET });
+    expect((inHook as Error | null)?.message).toBe('read ECONNRESET');
+    expect(o.read(100)?.toString()).toBe('last words');
+    expect(o.read(100)).toBeNull();
+    expect(o.osError).toBe(inHook);
   });
 
   it('steals a native object as a net.Socket with the unread bytes put back', async () => {

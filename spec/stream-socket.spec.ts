@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
 import fc from 'fast-check';
@@ -607,6 +608,36 @@ describe('StreamSocket writing and closing', () => {
     expect(readErrors).toHaveLength(0);
     expect(['ECONNRESET', 'EPIPE']).toContain((writeErrors[0] as NodeJS.ErrnoException).code);
     expect(['ECONNRESET', 'EPIPE']).toContain(stream.closeReason);
+  });
+
+  it('gives onWriteError and osError the OS errno (EPIPE) when the peer resets after its FIN', async () => {
+    const writeErrors: Error[] = [];
+    const readErrors: Error[] = [];
+    let eofs = 0;
+    const { stream, client } = await streamPair({
+      onRead: (b) => b.length,
+      onReadEof: () => eofs++,
+      closeOnReadEof: false,
+      onWriteError: (err) => writeErrors.push(err),
+      onReadError: (err) => readErrors.push(err),
+    });
+    client.end();
+    await runUntil(() => eofs === 1, 3000);
+    const gone = new Promise((resolve) => client.once('close', resolve));
+    client.resetAndDestroy();
+    await gone;
+    // A reset in CLOSE_WAIT is EPIPE on Linux. The native backend learns it from epoll
+    // (EPOLLERR, then SO_ERROR) within a turn or two; the node one only from a write.
+    let turns = 0;
+    await runUntil(() => ++turns >= 3 || stream.closed, 3000);
+    if (DangaSocket.DefaultBackend === 'native') expect(stream.closed).toBe(true);
+    if (!stream.closed) DangaSocket.AddTimer(0, () => stream.write('into the void'));
+    await runUntil(() => stream.closed, 3000);
+    expect(readErrors).toHaveLength(0);
+    expect(writeErrors).toHaveLength(1);
+    const err = writeErrors[0] as NodeJS.ErrnoException;
+    expect(err).toMatchObject({ code: 'EPIPE', errno: -osConstants.errno.EPIPE });
+    expect(stream.osError).toBe(err);
   });
 
   it('calls onReadError when the peer resets the connection while we read, then closes', async () => {

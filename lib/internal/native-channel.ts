@@ -60,8 +60,8 @@ function toAddress(r: ReturnType<NativeEpoll['name']>): ChannelAddress | undefin
 
 /**
  * NativeStreamChannel#bits above the POLL* readiness bits: the interest wanted (bits 8-15), EOF
- * (16), queued for the next interest flush (17), in the epoll set (18), and the interest the
- * epoll set has (bits 20-27).
+ * (16), queued for the next interest flush (17), in the epoll set (18), the error came from
+ * SO_ERROR and reads may still drain (19), and the interest the epoll set has (bits 20-27).
  */
 const INTEREST_SHIFT = 8;
 const APPLIED_SHIFT = 20;
@@ -71,6 +71,7 @@ const WRITEV_MAX = 64;
 const EOF_BIT = 1 << 16;
 const QUEUED_BIT = 1 << 17;
 const ADDED_BIT = 1 << 18;
+const SO_ERROR_BIT = 1 << 19;
 
 /**
  * Interest changes are applied once per loop iteration, all in one addon call (`ctlv`): an
@@ -189,8 +190,25 @@ export class NativeStreamChannel implements Channel, NativeTarget {
   }
 
   onEvents(mask: number): void {
+    if ((mask & POLLERR) !== 0 && this.error === null) this.takeSoError();
     this.bits = (this.bits & ~REV_MASK) | mask | (this.bits & ERR_BITS);
     ownerOf(this.sock)?.[kNotify]();
+  }
+
+  /**
+   * EPOLLERR: record the socket's pending error (getsockopt SO_ERROR) as the failed read, or
+   * after our EOF the failed write, would have: eventErr then sees the real errno (a reset
+   * after the peer's FIN is EPIPE, before it ECONNRESET). Reading SO_ERROR clears it, and the
+   * kernel's next read gives the bytes still queued, then 0: sysread lets them drain first.
+   */
+  private takeSoError(): void {
+    const fd = this.sock.fd;
+    if (fd < 0) return;
+    const r = ep().soError(fd);
+    if (r === 0) return;
+    const eof = (this.bits & EOF_BIT) !== 0;
+    this.error = r > 0 ? errnoError(-r, eof ? 'write' : 'read') : errnoError(r, 'getsockopt');
+    if (r > 0 && !eof) this.bits |= SO_ERROR_BIT;
   }
 
   private fail(neg: number, syscall: string): Error {
@@ -223,12 +241,20 @@ export class NativeStreamChannel implements Channel, NativeTarget {
    * Returns the count, or null.
    */
   private sysread(n: number): number | null {
-    if ((this.bits & EOF_BIT) !== 0 || this.error !== null) return null;
+    const bits = this.bits;
+    if ((bits & EOF_BIT) !== 0 || (this.error !== null && (bits & SO_ERROR_BIT) === 0)) {
+      return null;
+    }
     const r = ep().read(this.sock.fd, n);
     if (r > 0) {
       this.sock[kBytesIn] += r;
       if (r < n) this.bits &= ~POLLIN;
       return r;
+    }
+    if ((bits & SO_ERROR_BIT) !== 0) {
+      // Drained: the read that SO_ERROR pre-empted fails now, with the error taken.
+      this.bits &= ~SO_ERROR_BIT;
+      return null;
     }
     if (r === 0) {
       // EOF stays readable (level-triggered): eventRead keeps firing until the object acts.
