@@ -12,7 +12,7 @@ import {
   killChildren,
   spawnChild,
 } from './fixtures/children';
-import { Echo, caught, runUntil, sleep } from './helpers';
+import { Echo, caught, runUntil, sleep, waitFor } from './helpers';
 import { describeNative } from './native-mode';
 
 // Specs only a real descriptor can pass: kernel partial writes, level-triggered EOF, a flood
@@ -391,6 +391,58 @@ describeNative('native backend', () => {
     let echoed = '';
     client.on('data', (d) => (echoed += d.toString()));
     await runUntil(() => echoed === 'back');
+  });
+
+  it('steals a native listener as a listening net.Server: out of our epoll set, never closed by us', async () => {
+    const took: NativeSocket[] = [];
+    const conns: net.Socket[] = [];
+    const holder: { server?: unknown } = {};
+    const l: Listener = await Listener.listen({ backend: 'native' }, (s) => {
+      took.push(s);
+      // Mid-batch: the second connection was accepted but is not taken yet.
+      const stolen = l.stealSocket();
+      holder.server = stolen;
+      if (stolen instanceof net.Server) {
+        stolen.on('connection', (c: net.Socket) => {
+          peers.add(c);
+          conns.push(c);
+        });
+      }
+    });
+    const fd = l.osFd() as number;
+    const link = linkOf(fd);
+    const port = (l.address() as net.AddressInfo).port;
+    const clients = [0, 1].map(() => net.connect(port, '127.0.0.1'));
+    for (const c of clients) peers.add(c);
+    await Promise.all(clients.map((c) => new Promise((resolve) => c.once('connect', resolve))));
+    await runUntil(() => holder.server !== undefined);
+    expect(holder.server).toBeInstanceOf(net.Server);
+    const server = holder.server as net.Server;
+    expect(took).toHaveLength(1);
+    expect(nativeEpoll().owns(fd)).toBe(false);
+    // The connection accepted in the same batch goes to the server's new owner.
+    await waitFor(() => conns.length === 1, 'the batched connection');
+    const ports = clients.map((c) => c.localPort);
+    expect(ports).toContain(conns[0]?.remotePort);
+    expect(ports).toContain(took[0]?.remotePort);
+    // The object's map entry went at the end of the iteration; the descriptor stayed open.
+    await runUntil(() => DangaSocket.DescriptorMap().size === 0);
+    expect(linkOf(fd)).toBe(link);
+    expect(server.listening).toBe(true);
+    expect(server.address()).toMatchObject({ port });
+    // And Node keeps accepting on it: a new client talks to the stolen server.
+    const late = net.connect(port, '127.0.0.1');
+    peers.add(late);
+    await waitFor(() => conns.length === 2, 'a connection on the stolen server');
+    const s2 = conns[1] as net.Socket;
+    let got = '';
+    s2.on('data', (d: Buffer) => (got += d.toString()));
+    s2.resume(); // accepted paused, as by the node backend's Listener
+    late.write('to node');
+    await waitFor(() => got === 'to node', 'bytes on the stolen connection');
+    took[0]?.destroy();
+    for (const c of conns) c.destroy();
+    await new Promise((resolve) => server.close(resolve));
   });
 
   it('hands a NativeSocket to Node with toNetSocket()', async () => {

@@ -1,4 +1,4 @@
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { POLLERR, POLLHUP, POLLIN, POLLOUT, kNotify, kOwner } from '../internal';
 import {
@@ -522,13 +522,27 @@ export class NativeListenChannel implements Channel, NativeTarget {
     this.sock[kDestroy]();
   }
 
-  detach(): NativeSocket {
-    // A listening descriptor goes back as the NativeSocket itself, out of our epoll set.
+  /**
+   * Hand the listening descriptor to Node: a `net.Server` listening on it, made as the node
+   * backend's Listener makes its server (half-open allowed, accepted sockets paused). The
+   * descriptor leaves our epoll set and is no longer ours (Node closes it). Connections accepted
+   * but not taken yet are emitted as `'connection'` once the caller can listen (next tick).
+   */
+  detach(): net.Server {
     if (this.backoffTimer !== null) clearTimeout(this.backoffTimer);
     this.backoffTimer = null;
-    this.dropBatch();
-    setTarget(this.fd, undefined);
-    if (this.sock.fd >= 0) this.ep.ctl(this.fd, 0, 2);
-    return this.sock;
+    const accepted: number[] = [];
+    while (this.head < this.count) {
+      accepted.push(adoptFd(this.batch[this.head++] as number, false)[kRelease]());
+    }
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    const fd = this.sock[kRelease]();
+    if (fd >= 0) server.listen({ fd }); // (-1 would make listen() pick a port of its own)
+    if (accepted.length > 0) {
+      process.nextTick(() => {
+        for (const fd of accepted) server.emit('connection', fdToNetSocket(fd, true));
+      });
+    }
+    return server;
   }
 }
