@@ -187,6 +187,15 @@ function parseTarget(
           `libuv's back can abort the process. Use ['shut_rw', ${value}] instead.`,
       );
     }
+    // The native backend's descriptors (NativeSockets, native listeners) are ours as libuv's are
+    // Node's: closed under them, their objects would read and write whatever reuses the number.
+    if (command === 'close' && binding.epoll?.owns(value) === true) {
+      throw invalidArg(
+        `${where}: 'close' cannot target fd ${value}: the native backend owns it (a NativeSocket ` +
+          `or native listener), and closing it behind the backend's back lets its objects use ` +
+          `whatever reuses the number. Use ['shut_rw', ${value}] instead.`,
+      );
+    }
     return value;
   }
   return parsePeer(value, binding, where);

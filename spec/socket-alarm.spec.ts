@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as readline from 'node:readline';
-import { caught, fdOf } from './helpers';
+import { Quiet, caught, fdOf } from './helpers';
+import { DangaSocket, Listener, connect } from '../lib';
 import { DangaSocketError } from '../lib/errors';
 import {
   EVENT_CLOSE,
@@ -51,6 +52,7 @@ const alarms: SocketAlarm[] = [];
 const tmpDirs: string[] = [];
 
 afterEach(async () => {
+  DangaSocket.Reset();
   for (const alarm of alarms.splice(0)) alarm.cancel();
   for (const sock of sockets.splice(0)) sock.destroy();
   await Promise.all(
@@ -497,6 +499,19 @@ linuxDescribe('SocketAlarm', () => {
       expect(
         () => new SocketAlarm({ socket: accepted, actions: [['shut_rw', fdOf(accepted)]] }),
       ).not.toThrow();
+    });
+
+    it("refuses 'close' on a descriptor the native backend owns (wrapped NativeSocket, native listener)", async () => {
+      const listener = await Listener.listen({ backend: 'native' }, () => {});
+      const port = (listener.address() as net.AddressInfo).port;
+      const wrapped = new Quiet(await connect({ host: '127.0.0.1', port, backend: 'native' }));
+      const fds = [wrapped.osFd() as number, listener.osFd() as number];
+      for (const fd of fds) {
+        expect(invalidAction(['close', fd]).message).toContain(`['shut_rw', ${fd}]`);
+        expect(() => track(socketAlarm(accepted, [['shut_rw', fd]]))).not.toThrow();
+      }
+      wrapped.close('done');
+      listener.close('done');
     });
 
     it('refuses a second action list in socketAlarm()', () => {
