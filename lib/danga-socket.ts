@@ -731,13 +731,14 @@ export abstract class DangaSocket {
 
   /**
    * Detach and return the still-open socket, paused, with unread bytes put back into it.
-   * The map entry goes at the end of the iteration. Returns null if already closed.
+   * On the native backend, a `net.Socket` (or, for a listener, a `net.Server`) made from the
+   * descriptor. The map entry goes at the end of the iteration. Returns null if already closed.
    */
-  stealSocket(): net.Socket | net.Server | NativeSocket | null {
+  stealSocket(): net.Socket | net.Server | null {
     if (this._closed) return null;
     this.detachCommon();
     this._closeReason = 'stolen';
-    const sock = this.channel.detach(this[kPushback]) as net.Socket | net.Server | NativeSocket;
+    const sock = this.channel.detach(this[kPushback]) as net.Socket | net.Server;
     this[kPushback] = NO_PUSHBACK;
     (sock as Owned)[kOwner] = undefined;
     loop.deferClose(this, null);
