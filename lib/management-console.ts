@@ -49,8 +49,8 @@ const BUILTINS = ['help', 'sockets', 'show', 'profile', 'timers', 'stats', 'auth
 
 const HELP = [
   'help                      this list',
-  'sockets                   one line per object: id, class, watched events, age, write queue,',
-  '                          bytes in/out, asString()',
+  'sockets                   one line per object: id, class, asString(), wq= write-queue bytes,',
+  '                          watch= watched events, age= seconds, in=/out= bytes',
   'show <id>                 everything known about one object',
   'profile on|off|show|reset per-class, per-hook CPU time (on starts afresh; off keeps the data)',
   'timers                    pending timers, the next one, the loop timeout',

@@ -219,28 +219,36 @@ afterEach(async () => {
 });
 
 describe('ManagementConsole line protocol', () => {
-  it('lists every object of the loop with sockets: id, class, watch, age, queue, bytes, asString', async () => {
+  it('lists every object of the loop with sockets, one line each: id, class, asString, queue, watch, age, bytes', async () => {
     const { listener, clients } = await daemon(2);
     const mc = await ManagementConsole.listen({});
     const op = await Operator.open(portOf(mc));
     const out = await op.command('sockets');
     const lines = out.split('\n');
-    expect(lines[0]).toMatch(/^id\s+class\s+watch\s+age_s\s+wq_bytes\s+in\s+out\s+as_string$/);
-    for (const c of clients) {
-      const row = lines.find((l) => l.includes(`to 127.0.0.1:${c.localPort}`));
+    // One line per object of the descriptor map, nothing else (API §11).
+    expect(lines).toHaveLength(DangaSocket.DescriptorMap().size);
+    for (const obj of DangaSocket.DescriptorMap().values()) {
+      const row = lines.find((l) => l.startsWith(`${obj.id} `));
       expect(row).toBeDefined();
-      // id, class, watched events, age, write queue, bytes in (the 8-byte greeting), out
+      expect(row?.startsWith(`${obj.id} ${obj.constructor.name} ${obj.asString()}  wq=`)).toBe(
+        true,
+      );
+    }
+    for (const c of clients) {
+      const row = lines.find((l) => l.includes(`to 127.0.0.1:${c.localPort} `));
+      // id, class, asString(), write queue, watched events, age, bytes in (the 8-byte
+      // greeting), out
       expect(row).toMatch(
         new RegExp(
-          `^\\d+\\s+DemoEcho\\s+R\\s+\\d+\\.\\d\\s+0\\s+8\\s+8\\s+DemoEcho\\(R\\): open to`,
+          `^\\d+ DemoEcho DemoEcho\\(R\\): open to 127\\.0\\.0\\.1:${c.localPort}  ` +
+            `wq=0 watch=R age=\\d+\\.\\d in=8 out=8$`,
         ),
       );
     }
-    expect(out).toContain(`${listener.id} `);
-    expect(out).toMatch(/Listener\s+R\s/);
-    expect(out).toMatch(/ManagementConsole\s+R\s/);
-    expect(out).toMatch(/ConsoleConnection\s+R\s/); // the operator's own session
-    expect(lines[lines.length - 1]).toBe(`${DangaSocket.DescriptorMap().size} objects`);
+    expect(out).toMatch(new RegExp(`^${listener.id} Listener `, 'm'));
+    expect(out).toMatch(/ Listener\(R\): .* watch=R /);
+    expect(out).toMatch(/ ManagementConsole .* watch=R /);
+    expect(out).toMatch(/ ConsoleConnection .* watch=R /); // the operator's own session
   });
 
   it('show <id> tells everything about one object; a bad or unknown id is an error line', async () => {

@@ -156,19 +156,20 @@ function num(v: number | null): string {
   return v === null ? '-' : String(v);
 }
 
+/**
+ * `sockets`: one line per object, in the contract's order — id, class, `asString()`, then
+ * `wq=` write-queue bytes, `watch=` watched events, `age=` seconds, and `in=`/`out=` bytes
+ * (`-` where the socket does not count them). The `key=value` fields after `asString()`
+ * (which has spaces) keep the line parseable.
+ */
 export function socketsText(): string {
-  const lines = [
-    `${'id'.padEnd(8)} ${'class'.padEnd(20)} ${'watch'.padEnd(5)} ${'age_s'.padStart(9)} ` +
-      `${'wq_bytes'.padStart(9)} ${'in'.padStart(12)} ${'out'.padStart(12)}  as_string`,
-  ];
+  const lines: string[] = [];
   for (const r of socketRows()) {
     lines.push(
-      `${String(r.id).padEnd(8)} ${r.class.padEnd(20)} ${(r.watch || '-').padEnd(5)} ` +
-        `${r.ageS.toFixed(1).padStart(9)} ${String(r.writeQueueBytes).padStart(9)} ` +
-        `${num(r.bytesIn).padStart(12)} ${num(r.bytesOut).padStart(12)}  ${r.description}`,
+      `${r.id} ${r.class} ${r.description}  wq=${r.writeQueueBytes} watch=${r.watch || '-'} ` +
+        `age=${r.ageS.toFixed(1)} in=${num(r.bytesIn)} out=${num(r.bytesOut)}`,
     );
   }
-  lines.push(`${loop.map.size} objects`);
   return lines.join('\n');
 }
 
