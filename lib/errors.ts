@@ -63,6 +63,7 @@ export function errnoOf(err: unknown): string | undefined {
 /** Short description of a value for error messages (never the whole value). */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
   if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 40))}`;

@@ -270,6 +270,9 @@ export class Listener extends DangaSocket {
   }
 }
 
+/** The largest backlog: listen(2) takes an int (the kernel then caps it at somaxconn). */
+const MAX_INT = 2 ** 31 - 1;
+
 /**
  * A connection whose onAccept threw: close the object that wraps it, if one does (its deferred
  * close destroys the socket, on either backend), else destroy the socket.
@@ -331,8 +334,14 @@ function checkListenOptions(options: unknown): asserts options is ListenOptions 
   if (o.path !== undefined && (typeof o.path !== 'string' || o.path === '')) {
     throw invalidArg(`listen: path must be a non-empty string, got ${describe(o.path)}`);
   }
-  if (o.backlog !== undefined && (!Number.isInteger(o.backlog) || (o.backlog as number) < 0)) {
-    throw invalidArg(`listen: backlog must be a non-negative integer, got ${describe(o.backlog)}`);
+  if (
+    o.backlog !== undefined &&
+    (!Number.isInteger(o.backlog) || (o.backlog as number) < 0 || (o.backlog as number) > MAX_INT)
+  ) {
+    throw invalidArg(
+      `listen: backlog must be an integer 0..${MAX_INT} (0: the default, 511), got ` +
+        describe(o.backlog),
+    );
   }
   if (o.reusePort !== undefined && typeof o.reusePort !== 'boolean') {
     throw invalidArg(`listen: reusePort must be a boolean, got ${describe(o.reusePort)}`);

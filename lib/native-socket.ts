@@ -104,6 +104,16 @@ export function errnoError(neg: number, syscall: string, extra?: string): Error 
   return Object.assign(err, { code, errno: neg, syscall });
 }
 
+/**
+ * As `errnoError`, for a syscall on an address (bind, connect): with Node's `address` and
+ * `port` fields (no port for a Unix path) and the address in the message, as `net` reports.
+ */
+export function errnoErrorAt(neg: number, syscall: string, address: string, port?: number): Error {
+  const where = port === undefined ? address : `${address}:${port}`;
+  const err = errnoError(neg, syscall, where);
+  return Object.assign(err, port === undefined ? { address } : { address, port });
+}
+
 const kCreate = Symbol('danga.nativeCreate');
 /** The listening NativeSockets. */
 const listeners = new WeakSet<object>();
@@ -385,7 +395,7 @@ export function listenNative(spec: NativeListenSpec): NativeSocket {
   if (fd < 0) throw errnoError(fd, 'socket');
   const fail = (rc: number, syscall: string): never => {
     ep.close(fd);
-    throw errnoError(rc, syscall, unix ? host : `${host}:${spec.port ?? 0}`);
+    throw errnoErrorAt(rc, syscall, host, unix ? undefined : (spec.port ?? 0));
   };
   if (!unix) {
     let rc = ep.setInt(fd, k.SOL_SOCKET ?? 1, k.SO_REUSEADDR ?? 2, 1);
@@ -397,7 +407,8 @@ export function listenNative(spec: NativeListenSpec): NativeSocket {
   }
   let rc = ep.bind(fd, host, unix ? -1 : (spec.port ?? 0));
   if (rc < 0) fail(rc, 'bind');
-  rc = ep.listen(fd, spec.backlog ?? 511);
+  // As Node: no backlog, or 0, means 511.
+  rc = ep.listen(fd, spec.backlog || 511);
   if (rc < 0) fail(rc, 'listen');
   return adoptFd(fd, true);
 }
@@ -454,16 +465,16 @@ export class NativeConnectAttempt implements NativeTarget {
     if (!unix && local !== undefined && (local.host !== undefined || (local.port ?? 0) !== 0)) {
       const lhost = local.host ?? (familyOf(host) === 6 ? '::' : '0.0.0.0');
       const rc = ep.bind(fd, lhost, local.port ?? 0);
-      if (rc < 0) return this.fail(errnoError(rc, 'bind', `${lhost}:${local.port ?? 0}`));
+      if (rc < 0) return this.fail(errnoErrorAt(rc, 'bind', lhost, local.port ?? 0));
     }
     const rc = ep.connect(fd, host, unix ? -1 : peer.port);
-    const where = unix ? host : `${host}:${peer.port}`;
     if (rc === 0) {
       this.succeed();
       return;
     }
-    if (rc !== -E.EINPROGRESS && rc !== -E.EAGAIN)
-      return this.fail(errnoError(rc, 'connect', where));
+    if (rc !== -E.EINPROGRESS && rc !== -E.EAGAIN) {
+      return this.fail(errnoErrorAt(rc, 'connect', host, unix ? undefined : peer.port));
+    }
     targets[fd] = this;
     const add = ep.ctl(fd, 4, 1);
     if (add < 0) this.fail(errnoError(add, 'epoll_ctl'));
@@ -476,8 +487,12 @@ export class NativeConnectAttempt implements NativeTarget {
     const soErr = ep.soError(this.fd);
     if (soErr !== 0) {
       const peer = this.peer;
-      const where = 'path' in peer ? peer.path : `${peer.host}:${peer.port}`;
-      this.fail(errnoError(soErr < 0 ? soErr : -soErr, 'connect', where));
+      const neg = soErr < 0 ? soErr : -soErr;
+      this.fail(
+        'path' in peer
+          ? errnoErrorAt(neg, 'connect', peer.path)
+          : errnoErrorAt(neg, 'connect', peer.host, peer.port),
+      );
       return;
     }
     // Connected: out of the set until an object wraps it (its channel adds it again).

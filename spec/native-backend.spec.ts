@@ -12,7 +12,7 @@ import {
   killChildren,
   spawnChild,
 } from './fixtures/children';
-import { Echo, caught, runUntil, sleep, waitFor } from './helpers';
+import { Echo, caught, closedPort, runUntil, sleep, waitFor } from './helpers';
 import { describeNative } from './native-mode';
 
 // Specs only a real descriptor can pass: kernel partial writes, level-triggered EOF, a flood
@@ -76,6 +76,24 @@ function linkOf(fd: number): string | undefined {
 }
 
 describeNative('native backend', () => {
+  it('a refused or unbindable native connect reports the address and port, as Node does', async () => {
+    const port = await closedPort();
+    let err: unknown;
+    try {
+      await connect({ host: '127.0.0.1', port, backend: 'native' });
+    } catch (e) {
+      err = e;
+    }
+    const cause = (err as { cause?: unknown }).cause;
+    expect(cause).toMatchObject({
+      code: 'ECONNREFUSED',
+      syscall: 'connect',
+      address: '127.0.0.1',
+      port,
+    });
+    expect((cause as Error).message).toBe(`connect ECONNREFUSED 127.0.0.1:${port}`);
+  });
+
   it('echoes through a native listener to a node client, and connect() dials natively', async () => {
     const l = await Listener.listen({ backend: 'native' }, (s) => new Echo(s as never));
     const port = (l.address() as net.AddressInfo).port;

@@ -338,6 +338,8 @@ describe('Listener.listen', () => {
     ['path 42', { path: 42 }],
     ['backlog -1', { port: 0, backlog: -1 }],
     ['backlog 1.5', { port: 0, backlog: 1.5 }],
+    ['backlog 2^31', { port: 0, backlog: 2 ** 31 }],
+    ['backlog 2^40', { port: 0, backlog: 2 ** 40 }],
     ['backlog "x"', { port: 0, backlog: 'x' }],
   ])('throws DS_ERR_INVALID_ARG at call time for %s', (_label, bad) => {
     expectInvalidArg(() => Listener.listen(bad as never, fn));
