@@ -610,6 +610,15 @@ export abstract class DangaSocket {
   tcpCork(on: boolean): void {
     checkBool('tcpCork', on);
     if (this._closed || on === this.corked) return;
+    this.#applyCork(on);
+  }
+
+  /**
+   * The setsockopt of `tcpCork`, also run by close/steal after `closed` is set (reference
+   * §4.4 step 3): there, the `close('tcp_cork_failed')` a dead descriptor asks for returns at
+   * once and the first reason stays.
+   */
+  #applyCork(on: boolean): void {
     const fd = this.channel.osFd();
     if (fd !== undefined) {
       try {
@@ -653,14 +662,14 @@ export abstract class DangaSocket {
 
   /** Steps shared by close and steal (reference §4.4, 1–6). */
   private detachCommon(): void {
+    this._closed = true;
     if (this.corked) {
       try {
-        this.tcpCork(false);
+        this.#applyCork(false);
       } catch {
         // The socket is going away; a failed uncork changes nothing.
       }
     }
-    this._closed = true;
     this.wq = NO_QUEUE;
     this.watchingWrite = false;
     this[kWatchingRead] = false;

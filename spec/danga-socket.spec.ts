@@ -2,6 +2,7 @@ import * as net from 'node:net';
 import { DangaSocket, DangaSocketError, Listener, type NativeSocket } from '../lib';
 import { Quiet, type ServerSock, closedPort, runUntil, tcpPair } from './helpers';
 import { beyondKernelBuffers } from './fill';
+import * as hooks from '../lib/native-hooks';
 
 afterEach(() => DangaSocket.Reset());
 
@@ -241,6 +242,40 @@ describe('dispatch order and deferred close', () => {
     expect(a.closed !== b.closed).toBe(true);
     expect(warn).not.toHaveBeenCalled();
     warn.mockRestore();
+    p.close();
+  });
+
+  it('close on a corked object whose uncork fails (EBADF) keeps its reason and closes once (§4.4)', async () => {
+    const p = await tcpPair();
+    const r = new Recorder(p.server);
+    r.tcpCork(true);
+    expect(r.isCorked).toBe(true);
+    const reasons: (string | undefined)[] = [];
+    const close = r.close.bind(r);
+    r.close = (reason?: string): void => {
+      reasons.push(reason);
+      close(reason);
+    };
+    const cork = jest.spyOn(hooks, 'nativeCork').mockImplementation(() => {
+      throw Object.assign(new Error('setsockopt EBADF'), { code: 'EBADF' });
+    });
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    let corkCalls = 0;
+    let warnings = 0;
+    try {
+      r.close('normal');
+      corkCalls = cork.mock.calls.length;
+      warnings = warn.mock.calls.length;
+    } finally {
+      cork.mockRestore();
+      warn.mockRestore();
+    }
+    // Perl: closed = 1 first, then tcp_cork(0); its close('tcp_cork_failed') returns at once.
+    expect(corkCalls).toBe(1);
+    expect(reasons).toEqual(['normal', 'tcp_cork_failed']);
+    expect(r.closeReason).toBe('normal');
+    expect(warnings).toBe(1);
+    expect(DangaSocket.ToClose()).toHaveLength(1);
     p.close();
   });
 
