@@ -287,7 +287,7 @@ export abstract class DangaSocket {
       }
       throw invalidArg(`socket belonged to an object that was closed (${owner.asString()})`);
     }
-    if ((stream || native) && (sock as net.Socket | NativeSocket).destroyed) {
+    if ((stream || native) && sock.destroyed) {
       throw invalidArg('cannot wrap a destroyed socket');
     }
     if (server && closedServers.has(sock)) {
@@ -299,7 +299,7 @@ export abstract class DangaSocket {
         ? new NativeListenChannel(sock, new Notifier(this))
         : new NativeStreamChannel(sock)
       : server
-        ? new ServerChannel(sock as net.Server, new Notifier(this))
+        ? new ServerChannel(sock, new Notifier(this))
         : new StreamChannel(sock as net.Socket, this);
     (sock as Owned)[kOwner] = this;
     loop.map.set(this.id, this);
