@@ -55,7 +55,10 @@ export interface PersistentConnectionOptions<Conn, Address> {
   /** Called for every event and **awaited** before the state machine moves on. */
   readonly onEvent?:
     ((event: PersistentConnectionEvent<Conn, Address>) => void | Promise<void>) | undefined;
-  /** Base retry delay in ms, asked once per attempt (default 10 000); randomised ±30 %. */
+  /**
+   * Base retry delay in ms, asked once per attempt (default 10 000); randomised ±30 %. A
+   * function that throws or returns anything but a finite number >= 0 gets the default.
+   */
   readonly retryDelayMs?: (() => number) | number | undefined;
   /** Uniform [0, 1) source for the randomisation, or `'none'` for exact delays. Default `Math.random`. */
   readonly random?: (() => number) | 'none' | undefined;

@@ -374,7 +374,8 @@ export class StreamSocket extends DangaSocket {
     if (reason !== undefined && typeof reason !== 'string') {
       throw invalidArg(`closeWhenEmpty expects a string reason, got ${describe(reason)}`);
     }
-    if (this.closed) return;
+    // Already closing: the first reason stays, as with close().
+    if (this.closed || this.closingWhenEmpty) return;
     if (this.writeBufSize === 0) {
       this.close(reason);
       return;

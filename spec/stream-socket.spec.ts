@@ -546,6 +546,7 @@ describe('StreamSocket writing and closing', () => {
     expect(stream.write(Buffer.alloc(BIG, 0x62))).toBe(false);
     stream.write(() => order.push('flushed'));
     stream.closeWhenEmpty('done');
+    stream.closeWhenEmpty('second'); // pending already: the first reason stays, as with close()
     void stream.whenClosed().then((r) => order.push(`closed:${String(r)}`));
     expect(stream.isClosing).toBe(true);
     expect(stream.write('late')).toBe(true);
