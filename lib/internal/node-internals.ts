@@ -294,20 +294,22 @@ export function osFd(obj: net.Socket | net.Server): number | undefined {
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }
 
-/** libuv's `Pipe` handle class, once a Unix socket has shown it. */
-let pipeClass: unknown;
+/** The last handle class `isUnixSocket` saw, and whether it is libuv's `Pipe`. */
+let lastClass: unknown;
+let lastIsPipe = false;
 
 /**
  * True if the socket is a Unix domain socket (libuv `Pipe` handle). False when unknown: no
- * handle, or a shape we don't know.
+ * handle, or a shape we don't know. A server's sockets share one class: one load and one
+ * comparison each.
  */
 export function isUnixSocket(sock: net.Socket): boolean {
   const h = handleOf(sock) as { constructor?: unknown } | null;
   if (h === null) return false;
   const ctor = h.constructor;
-  if (ctor === pipeClass) return true;
-  // Named once: every later TCP socket's EOF costs one load and one comparison.
-  if (pipeClass !== undefined || typeof ctor !== 'function' || ctor.name !== 'Pipe') return false;
-  pipeClass = ctor;
-  return true;
+  if (ctor !== lastClass) {
+    lastClass = ctor;
+    lastIsPipe = typeof ctor === 'function' && ctor.name === 'Pipe';
+  }
+  return lastIsPipe;
 }
