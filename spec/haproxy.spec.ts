@@ -35,12 +35,30 @@ function documentedConfig(): string {
   return m[1] as string;
 }
 
+/**
+ * A free port below the kernel's ephemeral range. HAProxy's config must name the daemon's
+ * port before the daemon listens, and each test listens on it again: a port from the
+ * ephemeral range (what port 0 gives) can meanwhile become some other spec's client port
+ * (the 10,000-connection holds take a third of the range), and listen fails with EADDRINUSE.
+ * Nothing takes a port below the range unless asked for it by number.
+ */
 async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+  const range = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
+  const low = Number(range.trim().split(/\s+/)[0]);
+  const top = Number.isInteger(low) && low > 12000 ? low - 1 : 30000;
+  for (let i = 0; i < 200; i++) {
+    const port = 10000 + Math.floor(Math.random() * (top - 10000));
+    const s = net.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) {
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+      return port;
+    }
+  }
+  throw new Error('no free port below the ephemeral range in 200 tries');
 }
 
 /** Echoes; flushes then closes at EOF; remembers the peer it was given. */
