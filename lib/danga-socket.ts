@@ -96,8 +96,6 @@ const NO_PUSHBACK: Buffer[] = [];
 const NO_QUEUE: (Buffer | (() => void))[] = [];
 /** A handle with our back-reference (a property, not a WeakMap entry: less memory). */
 type Owned = { [kOwner]?: DangaSocket | undefined };
-/** Servers whose object was closed (not stolen): never wrapped again. */
-const closedServers = new WeakSet<object>();
 
 /** Accept errors are reported at most once per this many ms (an EMFILE storm is one report). */
 const ACCEPT_ERROR_REPORT_MS = 1000;
@@ -289,9 +287,6 @@ export abstract class DangaSocket {
     }
     if ((stream || native) && sock.destroyed) {
       throw invalidArg('cannot wrap a destroyed socket');
-    }
-    if (server && closedServers.has(sock)) {
-      throw invalidArg('cannot wrap a server whose object was closed');
     }
     this.id = nextId++;
     this.channel = native
@@ -712,9 +707,9 @@ export abstract class DangaSocket {
     if (this.finished !== null) return;
     this.finished = reason;
     const sock = this.channel.sock;
-    (sock as Owned)[kOwner] = undefined;
-    // A closed net.Socket is destroyed, which the constructor refuses; a server is not.
-    if (reason !== 'stolen' && sock instanceof net.Server) closedServers.add(sock);
+    // A closed server keeps its mark, so the constructor refuses to wrap it again (a closed
+    // net.Socket is destroyed, which it refuses anyway; a stolen handle was unmarked by steal).
+    if (!(sock instanceof net.Server)) (sock as Owned)[kOwner] = undefined;
     const wait = this.#closedWait;
     if (wait !== null && wait.resolve !== null) {
       wait.resolve(reason);

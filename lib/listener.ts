@@ -209,13 +209,24 @@ export class Listener extends DangaSocket {
       return;
     }
     let s: net.Socket | NativeSocket | null;
-    while ((s = this.accept()) !== null) {
-      try {
-        this.onAccept(s);
-      } catch (err) {
-        discardAccepted(s);
-        loop.report(err, { kind: 'accept', object: this });
-      }
+    while ((s = this.accept()) !== null) this.offer(s);
+  }
+
+  /**
+   * Hand an accepted socket to `onAccept`. If it throws, only that connection goes: the object
+   * it made is closed with `'handler_error'` (its deferred close destroys the socket, on either
+   * backend), else the socket is destroyed; the error is reported. Returns false then.
+   */
+  private offer(s: net.Socket | NativeSocket): boolean {
+    try {
+      this.onAccept(s);
+      return true;
+    } catch (err) {
+      const owner = ownerOf(s);
+      if (owner !== undefined && !owner.closed) owner.close('handler_error');
+      else s.destroy(); // a no-op while a closed object's deferred close owns the descriptor
+      loop.report(err, { kind: 'accept', object: this });
+      return false;
     }
   }
 
@@ -227,12 +238,7 @@ export class Listener extends DangaSocket {
     }
     const s = this.serverTls === null ? raw : wrapServerSocket(raw, this.serverTls);
     if (source !== undefined) presentPeer(s, source);
-    try {
-      this.onAccept(s);
-    } catch (err) {
-      discardAccepted(s);
-      loop.report(err, { kind: 'accept', object: this });
-    }
+    this.offer(s);
   }
 
   /**
@@ -246,14 +252,8 @@ export class Listener extends DangaSocket {
       raw.destroy();
       return;
     }
-    try {
-      this.onAccept(raw);
-    } catch (err) {
-      discardAccepted(raw);
-      loop.report(err, { kind: 'accept', object: this });
-      return;
-    }
-    const owner = (raw as unknown as { [kOwner]?: DangaSocket | undefined })[kOwner];
+    if (!this.offer(raw)) return;
+    const owner = ownerOf(raw);
     if (owner === undefined) raw.destroy();
     else if (!owner.closed) owner.close('proxy_protocol');
   }
@@ -273,17 +273,9 @@ export class Listener extends DangaSocket {
 /** The largest backlog: listen(2) takes an int (the kernel then caps it at somaxconn). */
 const MAX_INT = 2 ** 31 - 1;
 
-/**
- * A connection whose onAccept threw: close the object that wraps it, if one does (its deferred
- * close destroys the socket, on either backend), else destroy the socket.
- */
-function discardAccepted(s: net.Socket | NativeSocket): void {
-  const owner = (s as unknown as { [kOwner]?: DangaSocket | undefined })[kOwner];
-  if (owner !== undefined && !owner.closed) {
-    owner.close('handler_error');
-    return;
-  }
-  s.destroy(); // a no-op while a closed object's deferred close owns the descriptor
+/** The object wrapping an accepted socket, if `onAccept` made one. */
+function ownerOf(s: net.Socket | NativeSocket): DangaSocket | undefined {
+  return (s as { [kOwner]?: DangaSocket | undefined })[kOwner];
 }
 
 /** `listen({ backend: 'native' })`: resolve the host, then socket/bind/listen through the addon. */

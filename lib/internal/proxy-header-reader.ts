@@ -53,9 +53,9 @@ export class ProxyHeaderReader {
     readonly deliver: (sock: net.Socket, source: ProxyAddress | undefined) => void,
     /**
      * Called with the (paused) socket of a connection whose header failed, after the report:
-     * it must close that connection with reason `'proxy_protocol'`. Default: destroy it.
+     * it must close that connection with reason `'proxy_protocol'`.
      */
-    readonly refuse: (sock: net.Socket) => void = (sock) => sock.destroy(),
+    readonly refuse: (sock: net.Socket) => void,
   ) {}
 
   read(sock: net.Socket): void {
