@@ -230,11 +230,12 @@ export class NativeSocket {
     return n !== undefined ? familyName(n[0]) : undefined;
   }
 
-  private setOpt(level: string, name: string, value: number, what: string): void {
+  /** setsockopt; a refusal throws, except `EOPNOTSUPP` on a Unix socket when `unixOk`. */
+  private setOpt(level: string, name: string, value: number, what: string, unixOk = false): void {
     const ep = nativeEpoll();
     const k = ep.constants;
     const rc = ep.setInt(this._fd, k[level] ?? -1, k[name] ?? -1, value);
-    if (rc < 0) {
+    if (rc < 0 && !(unixOk && rc === -E.EOPNOTSUPP && this.localFamily === undefined)) {
       const cause = errnoError(rc, 'setsockopt', what);
       throw new DangaSocketError('DS_ERR_SYSCALL', `setsockopt(${what}): ${cause.message}`, {
         cause,
@@ -249,9 +250,9 @@ export class NativeSocket {
   setNoDelay(on = true): this {
     if (typeof on !== 'boolean')
       throw invalidArg(`setNoDelay expects a boolean, got ${describe(on)}`);
-    if (this._fd >= 0 && this.localFamily !== undefined) {
-      this.setOpt('IPPROTO_TCP', 'TCP_NODELAY', on ? 1 : 0, 'TCP_NODELAY');
-    }
+    // Straight to setsockopt (an accepted socket's hot path): only a refusal pays for the
+    // getsockname that tells a Unix socket (nothing to set) from a real failure.
+    if (this._fd >= 0) this.setOpt('IPPROTO_TCP', 'TCP_NODELAY', on ? 1 : 0, 'TCP_NODELAY', true);
     return this;
   }
 

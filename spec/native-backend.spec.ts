@@ -512,6 +512,40 @@ describeNative('native backend', () => {
     o.tcpCork(false);
   });
 
+  it('setNoDelay ignores a Unix socket and throws on any other setsockopt refusal', async () => {
+    const dir = fs.mkdtempSync('/tmp/danga-nodelay-');
+    const path = `${dir}/s`;
+    let accepted: NativeSocket | undefined;
+    const l = await Listener.listen({ path, backend: 'native' }, (s) => {
+      accepted = s;
+    });
+    const client = net.connect({ path });
+    client.on('error', () => {});
+    peers.add(client);
+    try {
+      await runUntil(() => accepted !== undefined);
+      const us = accepted as NativeSocket;
+      expect(us.localFamily).toBeUndefined();
+      expect(us.setNoDelay(true)).toBe(us);
+      expect(us.setNoDelay(false)).toBe(us);
+      // The same refusal on a TCP socket is an error; so is any other errno.
+      const { ns } = await nativeServerPair();
+      const ep = nativeEpoll();
+      const spy = jest.spyOn(ep, 'setInt').mockReturnValue(-osConstants.errno.EOPNOTSUPP);
+      try {
+        expect(caught(() => ns.setNoDelay(true)).code).toBe('DS_ERR_SYSCALL');
+        spy.mockReturnValue(-osConstants.errno.EINVAL);
+        expect(caught(() => us.setNoDelay(true)).code).toBe('DS_ERR_SYSCALL');
+      } finally {
+        spy.mockRestore();
+      }
+      us.destroy();
+    } finally {
+      l.close('done');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('holds 10,000 native connections and churns 50,000 more with no descriptor leak', async () => {
     let count = 0;
     const l = await Listener.listen({ backend: 'native', backlog: 4096 }, (s) => {
