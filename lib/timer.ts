@@ -55,12 +55,20 @@ class Bucket {
  * plus O(log buckets) for a new millisecond, and firing touches each timer once (a binary
  * heap of 10^6 timers spent most of its time in cache misses). Order within a bucket is
  * (fire time, insertion sequence), restored by one sort when additions arrived out of order.
+ * A millisecond with one timer (most of them, when delays are spread wide) maps straight to
+ * that timer: no bucket and no list to allocate, fill and drop.
  */
 export class TimerQueue {
-  private readonly buckets = new Map<number, Bucket>();
+  private readonly buckets = new Map<number, Bucket | Timer>();
   private keys: number[] = [];
   private seq = 0;
   private count = 0;
+  /**
+   * Keys count milliseconds from the first timer's: small integers (V8 Smis) hash and compare
+   * faster than epoch milliseconds (about 1.8e12, boxed doubles).
+   */
+  private base = 0;
+  private based = false;
 
   /** Timers queued, cancelled ones included until they are dropped. */
   get size(): number {
@@ -74,18 +82,32 @@ export class TimerQueue {
 
   add(fireTime: number, cb: (now: number) => void): Timer {
     const t = new Timer(fireTime, cb, this.seq++);
-    const key = Math.floor(fireTime * 1000);
-    let b = this.buckets.get(key);
-    if (b === undefined) {
-      b = new Bucket();
-      this.buckets.set(key, b);
+    let key = Math.floor(fireTime * 1000);
+    if (!this.based && Number.isFinite(key)) {
+      this.base = key;
+      this.based = true;
+    }
+    key -= this.base;
+    const found = this.buckets.get(key);
+    this.count++;
+    if (found === undefined) {
+      this.buckets.set(key, t);
       this.pushKey(key);
-    } else if (b.sorted && b.list.length > b.head) {
+      return t;
+    }
+    let b: Bucket;
+    if (found instanceof Timer) {
+      b = new Bucket();
+      b.list.push(found);
+      this.buckets.set(key, b);
+    } else {
+      b = found;
+    }
+    if (b.sorted && b.list.length > b.head) {
       const last = b.list[b.list.length - 1] as Timer;
       if (before(t, last)) b.sorted = false;
     }
     b.list.push(t);
-    this.count++;
     return t;
   }
 
@@ -94,17 +116,22 @@ export class TimerQueue {
     for (;;) {
       const key = this.keys[0];
       if (key === undefined) return undefined;
-      const b = this.buckets.get(key) as Bucket;
-      if (!b.sorted) {
-        b.list = b.list.slice(b.head).sort(byFireTime);
-        b.head = 0;
-        b.sorted = true;
-      }
-      while (b.head < b.list.length) {
-        const t = b.list[b.head] as Timer;
-        if (t.cb !== null) return t;
-        b.head++;
+      const b = this.buckets.get(key) as Bucket | Timer;
+      if (b instanceof Timer) {
+        if (b.cb !== null) return b;
         this.count--;
+      } else {
+        if (!b.sorted) {
+          b.list = b.list.slice(b.head).sort(byFireTime);
+          b.head = 0;
+          b.sorted = true;
+        }
+        while (b.head < b.list.length) {
+          const t = b.list[b.head] as Timer;
+          if (t.cb !== null) return t;
+          b.head++;
+          this.count--;
+        }
       }
       this.buckets.delete(key);
       this.popKey();
@@ -115,8 +142,14 @@ export class TimerQueue {
   pop(): Timer | undefined {
     const t = this.peek();
     if (t === undefined) return undefined;
-    const b = this.buckets.get(this.keys[0] as number) as Bucket;
-    b.list[b.head++] = undefined as unknown as Timer; // don't pin fired timers
+    const key = this.keys[0] as number;
+    const b = this.buckets.get(key) as Bucket | Timer;
+    if (b instanceof Timer) {
+      this.buckets.delete(key);
+      this.popKey();
+    } else {
+      b.list[b.head++] = undefined as unknown as Timer; // don't pin fired timers
+    }
     this.count--;
     return t;
   }

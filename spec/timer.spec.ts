@@ -27,6 +27,46 @@ describe('TimerQueue', () => {
     );
   });
 
+  it('matches a sorted-list model under any interleaving of adds, cancels, peeks and pops', () => {
+    // Fire times 0.4 ms apart: several share a millisecond, arriving in any order, and a
+    // millisecond gains timers after its first one was popped.
+    const op = fc.oneof(
+      fc.record({ add: fc.integer({ min: 0, max: 30 }) }),
+      fc.record({ cancel: fc.nat() }),
+      fc.constant({ pop: true }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const q = new TimerQueue();
+        const model: { t: number; seq: number; timer: ReturnType<TimerQueue['add']> }[] = [];
+        const added: ReturnType<TimerQueue['add']>[] = [];
+        let seq = 0;
+        for (const o of ops) {
+          if ('add' in o) {
+            const timer = q.add(o.add * 0.0004, () => {});
+            added.push(timer);
+            model.push({ t: o.add * 0.0004, seq: seq++, timer });
+          } else if ('cancel' in o) {
+            if (added.length === 0) continue;
+            const timer = added[o.cancel % added.length] as ReturnType<TimerQueue['add']>;
+            timer.cancel();
+            const i = model.findIndex((m) => m.timer === timer);
+            if (i >= 0) model.splice(i, 1);
+          } else {
+            model.sort((a, b) => a.t - b.t || a.seq - b.seq);
+            expect(q.peek()).toBe(model[0]?.timer);
+            expect(q.pop()).toBe(model.shift()?.timer);
+          }
+        }
+        model.sort((a, b) => a.t - b.t || a.seq - b.seq);
+        const rest = [];
+        for (let t = q.pop(); t !== undefined; t = q.pop()) rest.push(t);
+        expect(rest).toEqual(model.map((m) => m.timer));
+        expect(q.size).toBe(0);
+      }),
+    );
+  });
+
   it('holds 10^6 timers and pops them in order', () => {
     const q = new TimerQueue();
     const noop = (): void => {};
