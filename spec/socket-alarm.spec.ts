@@ -558,14 +558,13 @@ async function runBlockingServer(mode: string): Promise<{
     const disconnectAt = performance.timeOrigin + performance.now();
     client.destroy(); // closes the descriptor synchronously
     const result = await withTimeout(exit, 15000, 'the server process to end');
-    const readStamp = (): string =>
-      fs.existsSync(stampFile) ? fs.readFileSync(stampFile, 'utf8') : '';
     if (mode === 'sig' || mode === 'sig_handler') {
-      // Written by a grandchild that may outlive the server by a few milliseconds.
-      await waitFor(() => readStamp().endsWith('\n'), 'the stamp file', 5000);
+      // Created by a grandchild that may outlive the server by a few milliseconds.
+      await waitFor(() => fs.existsSync(stampFile), 'the stamp file', 5000);
     }
-    const stamp = readStamp().trim();
-    const stampMs = stamp === '' ? undefined : Number(BigInt(stamp) / 1000n) / 1000;
+    const stampMs = fs.existsSync(stampFile)
+      ? Number(fs.statSync(stampFile, { bigint: true }).mtimeNs / 1000n) / 1000
+      : undefined;
     return { lines, pid: child.pid, disconnectAt, exit: result, stampMs };
   } finally {
     child.kill('SIGKILL');
