@@ -401,15 +401,52 @@ async function runLoad(server, args, o) {
   return r;
 }
 
+/** Open `conns` idle connections to `s` in a load process; resolves once they are up. */
+async function openIdle(s, conns, o) {
+  const argv = o.echoload
+    ? [o.echoload, ['-M', 'idle', '-p', String(s.port), '-c', String(conns), '-d', '600']]
+    : [
+        process.execPath,
+        [path.join(__dirname, 'load.js'), '--mode', 'idle', '--port', String(s.port)].concat([
+          '--conns',
+          String(conns),
+        ]),
+      ];
+  const load = track(spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const established = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(
+      () => reject(new Error('idle connections not established in 60 s')),
+      60000,
+    );
+    load.stdout.on('data', (d) => {
+      out += d;
+      const m = /ESTABLISHED(?:.*established=(\d+))?/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1] === undefined ? conns : Number(m[1]));
+      }
+    });
+    load.on('exit', () => reject(new Error('idle load exited early')));
+  });
+  if (established < conns) process.stdout.write(`  ! only ${established} of ${conns} connected\n`);
+  return { load, established };
+}
+
 /**
  * Server RSS growth per connection while `conns` idle connections are open. `warm`: first 1 s
  * of connect churn (50 concurrent), then 1 s of rest, so the one-time costs of a fresh process
  * serving its first connections (JIT compilers paged in and their threads' arenas: about 8 MB
  * with Maglev on Node 22+) fall before the "before" sample instead of being spread over the
- * idle connections. Cold: a fresh server, sampled 0.5 s after it listens.
+ * idle connections. Cold: a fresh server, sampled 0.5 s after it listens; its connections open
+ * in two steps, a fifth and then the rest, and `marginal` is the growth per connection of the
+ * second step alone: what one more idle connection costs once the process's first connections
+ * have paid its one-time costs.
+ * @returns { perConn, marginal } (marginal NaN when warm)
  */
 async function idleRss(spec, conns, o, warm) {
   const s = await startServer(spec);
+  const loads = [];
   try {
     await sleep(500);
     if (warm) {
@@ -418,40 +455,28 @@ async function idleRss(spec, conns, o, warm) {
       await sleep(1000);
     }
     const before = rssKb(s.pid);
-    const argv = o.echoload
-      ? [o.echoload, ['-M', 'idle', '-p', String(s.port), '-c', String(conns), '-d', '600']]
-      : [
-          process.execPath,
-          [path.join(__dirname, 'load.js'), '--mode', 'idle', '--port', String(s.port)].concat([
-            '--conns',
-            String(conns),
-          ]),
-        ];
-    const load = track(spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'inherit'] }));
-    const established = await new Promise((resolve, reject) => {
-      let out = '';
-      const timer = setTimeout(
-        () => reject(new Error('idle connections not established in 60 s')),
-        60000,
-      );
-      load.stdout.on('data', (d) => {
-        out += d;
-        const m = /ESTABLISHED(?:.*established=(\d+))?/.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[1] === undefined ? conns : Number(m[1]));
-        }
-      });
-      load.on('exit', () => reject(new Error('idle load exited early')));
-    });
+    const first = warm ? conns : Math.round(conns / 5);
+    const a = await openIdle(s, first, o);
+    loads.push(a.load);
     await sleep(1000);
-    const after = rssKb(s.pid);
-    const dead = isDead(s);
-    load.kill('SIGKILL');
-    if (established < conns)
-      process.stdout.write(`  ! only ${established} of ${conns} connected\n`);
-    return dead || established === 0 ? NaN : ((after - before) * 1024) / established;
+    const mid = rssKb(s.pid);
+    let after = mid;
+    let second = 0;
+    if (first < conns) {
+      const b = await openIdle(s, conns - first, o);
+      loads.push(b.load);
+      second = b.established;
+      await sleep(1000);
+      after = rssKb(s.pid);
+    }
+    const total = a.established + second;
+    if (isDead(s) || total === 0) return { perConn: NaN, marginal: NaN };
+    return {
+      perConn: ((after - before) * 1024) / total,
+      marginal: second > 0 ? ((after - mid) * 1024) / second : NaN,
+    };
   } finally {
+    for (const l of loads) l.kill('SIGKILL');
     await stopServer(s);
   }
 }
@@ -573,12 +598,17 @@ async function main() {
     for (let rep = 0; rep < o.reps; rep++) {
       for (let i = 0; i < servers.length; i++) {
         const spec = servers[(i + rep) % servers.length];
-        const perConn = await idleRss(spec, o.idleConns, o, true);
-        const cold = await idleRss(spec, o.idleConns, o, false);
-        record('e', spec.name, { rep, bytes_per_conn: perConn, cold_bytes_per_conn: cold });
+        const perConn = (await idleRss(spec, o.idleConns, o, true)).perConn;
+        const { perConn: cold, marginal } = await idleRss(spec, o.idleConns, o, false);
+        record('e', spec.name, {
+          rep,
+          bytes_per_conn: perConn,
+          cold_bytes_per_conn: cold,
+          marginal_bytes_per_conn: marginal,
+        });
         say(
           `  rep ${rep + 1} e ${spec.name.padEnd(nameWidth)} ${fmt(perConn)} B/conn ` +
-            `(cold ${fmt(cold)})\n`,
+            `(cold ${fmt(cold)}, marginal ${fmt(marginal)})\n`,
         );
       }
     }
@@ -632,10 +662,11 @@ async function main() {
     lines.push(
       '',
       `(e) ${o.idleConns} idle connections: server RSS growth per connection (B), lower is better;`,
-      'warmed: after 1 s of connect churn; cold: a fresh process (includes its one-time JIT costs)',
+      'warmed: after 1 s of connect churn; cold: a fresh process (includes its one-time JIT costs);',
+      'marginal: on the cold process, each connection after its first fifth',
       '',
-      '| server | B/conn warmed | x raw | x perl | B/conn cold | x raw | x perl |',
-      '|---|--:|--:|--:|--:|--:|--:|',
+      '| server | B/conn warmed | x raw | x perl | B/conn cold | x raw | x perl | B/conn marginal | x raw |',
+      '|---|--:|--:|--:|--:|--:|--:|--:|--:|',
     );
     summary.e = {};
     for (const spec of servers) {
@@ -649,10 +680,14 @@ async function main() {
         cold_bytes_per_conn: m(spec.name, c),
         cold_vs_raw: m(spec.name, c) / m(rawOf(spec), c),
         cold_vs_perl: m(spec.name, c) / m('perl', c),
+        marginal_bytes_per_conn: m(spec.name, 'marginal_bytes_per_conn'),
+        marginal_vs_raw:
+          m(spec.name, 'marginal_bytes_per_conn') / m(rawOf(spec), 'marginal_bytes_per_conn'),
       });
       lines.push(
         `| ${spec.name} | ${fmt(s.bytes_per_conn)} | ${fmt(s.vs_raw, 2)} | ${fmt(s.vs_perl, 2)} ` +
-          `| ${fmt(s.cold_bytes_per_conn)} | ${fmt(s.cold_vs_raw, 2)} | ${fmt(s.cold_vs_perl, 2)} |`,
+          `| ${fmt(s.cold_bytes_per_conn)} | ${fmt(s.cold_vs_raw, 2)} | ${fmt(s.cold_vs_perl, 2)} ` +
+          `| ${fmt(s.marginal_bytes_per_conn)} | ${fmt(s.marginal_vs_raw, 2)} |`,
       );
     }
   }
