@@ -83,7 +83,9 @@ export class TimerQueue {
   add(fireTime: number, cb: (now: number) => void): Timer {
     const t = new Timer(fireTime, cb, this.seq++);
     let key = Math.floor(fireTime * 1000);
-    if (!this.based && Number.isFinite(key)) {
+    // A safe integer only: an absurd first delay (1e300 s) must not become the base that
+    // rounds every later millisecond into one bucket.
+    if (!this.based && Number.isSafeInteger(key)) {
       this.base = key;
       this.based = true;
     }
@@ -155,6 +157,7 @@ export class TimerQueue {
   }
 
   clear(): void {
+    this.based = false;
     this.buckets.clear();
     this.keys = [];
     this.count = 0;

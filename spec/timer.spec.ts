@@ -27,38 +27,52 @@ describe('TimerQueue', () => {
     );
   });
 
-  it('matches a sorted-list model under any interleaving of adds, cancels, peeks and pops', () => {
+  it('matches a sorted-list model under any interleaving of adds, cancels, peeks, pops and clears', () => {
     // Fire times 0.4 ms apart: several share a millisecond, arriving in any order, and a
-    // millisecond gains timers after its first one was popped.
+    // millisecond gains timers after its first one was popped. A few far-off or infinite
+    // times too (the first one may be one).
+    type Q = ReturnType<TimerQueue['add']>;
+    const fireTime = fc.oneof(
+      { weight: 9, arbitrary: fc.integer({ min: 0, max: 30 }).map((n) => n * 0.0004) },
+      { weight: 1, arbitrary: fc.constantFrom(1e300, -1e300, Infinity, 1e15) },
+    );
     const op = fc.oneof(
-      fc.record({ add: fc.integer({ min: 0, max: 30 }) }),
+      fc.record({ add: fireTime }),
       fc.record({ cancel: fc.nat() }),
+      fc.constant({ peek: true }),
       fc.constant({ pop: true }),
+      { weight: 1, arbitrary: fc.constant({ clear: true }) },
     );
     fc.assert(
       fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
         const q = new TimerQueue();
-        const model: { t: number; seq: number; timer: ReturnType<TimerQueue['add']> }[] = [];
-        const added: ReturnType<TimerQueue['add']>[] = [];
+        let model: { t: number; seq: number; timer: Q }[] = [];
+        const added: Q[] = [];
         let seq = 0;
+        const byTime = (a: { t: number; seq: number }, b: { t: number; seq: number }): number =>
+          a.t < b.t ? -1 : a.t > b.t ? 1 : a.seq - b.seq;
         for (const o of ops) {
           if ('add' in o) {
-            const timer = q.add(o.add * 0.0004, () => {});
+            const timer = q.add(o.add, () => {});
             added.push(timer);
-            model.push({ t: o.add * 0.0004, seq: seq++, timer });
+            model.push({ t: o.add, seq: seq++, timer });
           } else if ('cancel' in o) {
             if (added.length === 0) continue;
-            const timer = added[o.cancel % added.length] as ReturnType<TimerQueue['add']>;
+            const timer = added[o.cancel % added.length] as Q;
             timer.cancel();
-            const i = model.findIndex((m) => m.timer === timer);
-            if (i >= 0) model.splice(i, 1);
+            model = model.filter((m) => m.timer !== timer);
+          } else if ('clear' in o) {
+            q.clear();
+            model = [];
           } else {
-            model.sort((a, b) => a.t - b.t || a.seq - b.seq);
+            model.sort(byTime);
             expect(q.peek()).toBe(model[0]?.timer);
-            expect(q.pop()).toBe(model.shift()?.timer);
+            if ('pop' in o) expect(q.pop()).toBe(model.shift()?.timer);
           }
+          // Cancelled timers count until they are dropped from the head.
+          expect(q.size).toBeGreaterThanOrEqual(model.length);
         }
-        model.sort((a, b) => a.t - b.t || a.seq - b.seq);
+        model.sort(byTime);
         const rest = [];
         for (let t = q.pop(); t !== undefined; t = q.pop()) rest.push(t);
         expect(rest).toEqual(model.map((m) => m.timer));
