@@ -516,6 +516,7 @@ describeNative('native backend', () => {
     const dir = fs.mkdtempSync('/tmp/danga-nodelay-');
     const path = `${dir}/s`;
     let accepted: NativeSocket | undefined;
+    let tcp: NativeSocket | undefined;
     const l = await Listener.listen({ path, backend: 'native' }, (s) => {
       accepted = s;
     });
@@ -529,7 +530,8 @@ describeNative('native backend', () => {
       expect(us.setNoDelay(true)).toBe(us);
       expect(us.setNoDelay(false)).toBe(us);
       // The same refusal on a TCP socket is an error; so is any other errno.
-      const { ns } = await nativeServerPair();
+      tcp = (await nativeServerPair()).ns;
+      const ns = tcp;
       const ep = nativeEpoll();
       const spy = jest.spyOn(ep, 'setInt').mockReturnValue(-osConstants.errno.EOPNOTSUPP);
       try {
@@ -539,8 +541,9 @@ describeNative('native backend', () => {
       } finally {
         spy.mockRestore();
       }
-      us.destroy();
     } finally {
+      if (accepted !== undefined && !accepted.destroyed) accepted.destroy();
+      if (tcp !== undefined && !tcp.destroyed) tcp.destroy();
       l.close('done');
       fs.rmSync(dir, { recursive: true, force: true });
     }
