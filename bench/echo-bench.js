@@ -415,10 +415,12 @@ async function openIdle(s, conns, o) {
   const load = track(spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'inherit'] }));
   const established = await new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(
-      () => reject(new Error('idle connections not established in 60 s')),
-      60000,
-    );
+    const fail = (msg) => {
+      clearTimeout(timer);
+      load.kill('SIGKILL');
+      reject(new Error(msg));
+    };
+    const timer = setTimeout(() => fail('idle connections not established in 60 s'), 60000);
     load.stdout.on('data', (d) => {
       out += d;
       const m = /ESTABLISHED(?:.*established=(\d+))?/.exec(out);
@@ -427,7 +429,7 @@ async function openIdle(s, conns, o) {
         resolve(m[1] === undefined ? conns : Number(m[1]));
       }
     });
-    load.on('exit', () => reject(new Error('idle load exited early')));
+    load.on('exit', () => fail('idle load exited early'));
   });
   if (established < conns) process.stdout.write(`  ! only ${established} of ${conns} connected\n`);
   return { load, established };
@@ -455,7 +457,7 @@ async function idleRss(spec, conns, o, warm) {
       await sleep(1000);
     }
     const before = rssKb(s.pid);
-    const first = warm ? conns : Math.round(conns / 5);
+    const first = warm ? conns : Math.max(1, Math.round(conns / 5));
     const a = await openIdle(s, first, o);
     loads.push(a.load);
     await sleep(1000);

@@ -7,6 +7,8 @@
 //    same work with raw setTimeout/clearTimeout: CPU seconds (user+system) of each, in fresh
 //    child processes, interleaved; the ratio is raw/ours (> 1: ours is cheaper).
 // 2. The cost of one loop iteration (LoopTimeout 0) with N idle wrapped sockets, vs none.
+// 3. The timer queue alone: N timers with random fire times spread over 1 s and over 1000 s,
+//    half cancelled, added and then popped in order (no loop, no waiting): ns per timer.
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
 
@@ -53,6 +55,32 @@ function child(kind, n) {
       }
     }
     return;
+  }
+  if (kind.startsWith('queue')) {
+    const { TimerQueue } = require(path.join(__dirname, '..', 'dist', 'lib', 'timer.js'));
+    const spread = Number(kind.slice('queue'.length));
+    const now = Date.now() / 1000;
+    const times = new Float64Array(n);
+    for (let i = 0; i < n; i++) times[i] = now + Math.random() * spread;
+    const noop = () => {};
+    let best = null;
+    // Two passes in one process; the second (warm) one is reported.
+    for (let pass = 0; pass < 2; pass++) {
+      const q = new TimerQueue();
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) {
+        const t = q.add(times[i], noop);
+        if (i % 2) t.cancel();
+      }
+      const t1 = process.hrtime.bigint();
+      let popped = 0;
+      while (q.pop() !== undefined) popped++;
+      const t2 = process.hrtime.bigint();
+      if (popped !== Math.ceil(n / 2)) throw new Error(`popped ${popped} of ${Math.ceil(n / 2)}`);
+      best = { add_ns: Number(t1 - t0) / n, pop_ns: Number(t2 - t1) / n };
+    }
+    report(best);
+    process.exit(0);
   }
   // kind === 'iter': iteration cost with n idle sockets (n/2 loopback pairs, both ends wrapped).
   class Idle extends DangaSocket {
@@ -133,6 +161,15 @@ function main() {
     iterIdle.push(run('iter', idle).us_per_iteration);
     iterEmpty.push(run('iter', 0).us_per_iteration);
   }
+  const queue = {};
+  for (const spread of [1, 1000]) {
+    const rs = [];
+    for (let r = 0; r < reps; r++) rs.push(run(`queue${spread}`, n));
+    queue[spread] = {
+      add: median(rs.map((x) => x.add_ns)),
+      pop: median(rs.map((x) => x.pop_ns)),
+    };
+  }
   process.stdout.write(
     [
       '',
@@ -144,6 +181,13 @@ function main() {
       '|---|---|',
       `| no sockets | ${median(iterEmpty).toFixed(2)} |`,
       `| ${idle} idle sockets (read watched) | ${median(iterIdle).toFixed(2)} |`,
+      '',
+      `| timer queue alone, ${n} timers, half cancelled | add, ns per timer | pop all, ns per timer |`,
+      '|---|---|---|',
+      ...[1, 1000].map(
+        (sp) =>
+          `| spread over ${sp} s | ${queue[sp].add.toFixed(0)} | ${queue[sp].pop.toFixed(0)} |`,
+      ),
       '',
     ].join('\n'),
   );
