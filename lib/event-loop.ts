@@ -1,3 +1,4 @@
+import { SlotMap } from './internal/slot-map';
 import type { DangaSocket } from './danga-socket';
 import { DangaSocketError } from './errors';
 import {
@@ -106,7 +107,8 @@ function invokeHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
 }
 
 class Loop {
-  readonly map = new Map<number, DangaSocket>();
+  /** The descriptor map (a `Map`: see SlotMap for why its values are kept apart). */
+  readonly map: Map<number, DangaSocket> = new SlotMap<DangaSocket>();
   readonly otherFds = new Map<number, OtherFdCallback>();
   readonly otherWatchers = new Map<number, OtherFdWatcher>();
   /** Raw descriptors reported ready since the last collect: fd → mask. */
@@ -412,10 +414,11 @@ class Loop {
         break;
       }
     }
-    c.length = w;
+    // Length writes only when it changes: each one is a runtime call.
+    if (w !== len) c.length = w;
     this.evCount = n;
     const other = this.evOther;
-    other.length = 0;
+    if (other.length !== 0) other.length = 0;
     if (this.otherReady.size > 0) {
       for (const [fd, mask] of this.otherReady) other.push(fd, mask);
       this.otherReady.clear();
