@@ -62,6 +62,8 @@ const F_WATCH_WRITE = 4;
 const F_WRITE_SET_WATCH = 8;
 const F_CORKED = 16;
 const F_CANDIDATE = 32;
+/** Wraps a `net.Server` (fixed at construction; `[kFinish]` keeps a server's owner mark). */
+const F_SERVER = 64;
 
 /** DangaSocket state that few objects use, in one object made on first use. */
 interface Rare {
@@ -266,9 +268,10 @@ export abstract class DangaSocket {
    *   whose object was closed; `DS_ERR_ALREADY_WRAPPED` if an open object wraps it.
    */
   constructor(sock: net.Socket | net.Server | NativeSocket) {
-    // Each prototype walk once (the accept path runs this per connection).
-    const native = sock instanceof NativeSocket;
-    const stream = !native && sock instanceof net.Socket;
+    // Each prototype walk once (the accept path runs this per connection); the likelier
+    // class first: a net.Socket's walk to NativeSocket would cross its whole chain.
+    const stream = sock instanceof net.Socket;
+    const native = !stream && sock instanceof NativeSocket;
     const server = !native && !stream && sock instanceof net.Server;
     if (!native && !stream && !server) {
       throw invalidArg(
@@ -297,6 +300,7 @@ export abstract class DangaSocket {
         ? new ServerChannel(sock, new Notifier(this))
         : new StreamChannel(sock as net.Socket, this);
     (sock as Owned)[kOwner] = this;
+    if (server) this.#flags |= F_SERVER;
     loop.map.set(this.id, this);
     // Wrapped from outside the loop (a promise, a Node callback): PLCs see it at once.
     loop.wake();
@@ -709,7 +713,7 @@ export abstract class DangaSocket {
     const sock = this.channel.sock;
     // A closed server keeps its mark, so the constructor refuses to wrap it again (a closed
     // net.Socket is destroyed, which it refuses anyway; a stolen handle was unmarked by steal).
-    if (!(sock instanceof net.Server)) (sock as Owned)[kOwner] = undefined;
+    if ((this.#flags & F_SERVER) === 0) (sock as Owned)[kOwner] = undefined;
     const wait = this.#closedWait;
     if (wait !== null && wait.resolve !== null) {
       wait.resolve(reason);

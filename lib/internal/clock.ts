@@ -15,9 +15,19 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A pending host timer, for `cancelTimer` and `releaseProcess`. */
 export type TimerHandle = ReturnType<typeof setTimeout>;
 
+// `performance.timeOrigin` is fixed per `performance` object: read once per object (a getter
+// with argument checks, on the accept path of every connection), again when fakes replace it.
+let originOf: typeof performance | null = null;
+let origin = 0;
+
 /** Epoch seconds (float, sub-millisecond), from the monotonic clock: timers and waits. */
 export function nowSeconds(): number {
-  return (performance.timeOrigin + performance.now()) / 1000;
+  const perf = performance;
+  if (perf !== originOf) {
+    origin = perf.timeOrigin;
+    originOf = perf;
+  }
+  return (origin + perf.now()) / 1000;
 }
 
 /** Wall-clock epoch milliseconds (`Date.now()`, may jump): for instants the user names. */
