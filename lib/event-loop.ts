@@ -117,7 +117,9 @@ class Loop {
    * Objects whose readiness may have changed, in the order they were told (each object once:
    * its kCandidate flag). An array, not a Set: no hash-table entry per ready object.
    */
-  candidates: DangaSocket[] = [];
+  candidates: (DangaSocket | undefined)[] = [];
+  /** Candidates in use: `candidates[0, candLen)`; the rest hold undefined (no length writes). */
+  candLen = 0;
   readonly pushbackSet = new Set<DangaSocket>();
   readonly plcMap = new Map<DangaSocket, PostLoopCallback>();
   readonly timers = new TimerQueue();
@@ -213,7 +215,7 @@ class Loop {
   markReady(obj: DangaSocket): void {
     if (!obj[kCandidate]) {
       obj[kCandidate] = true;
-      this.candidates.push(obj);
+      this.candidates[this.candLen++] = obj;
     }
     if (this.waiting) this.wake();
   }
@@ -389,7 +391,7 @@ class Loop {
     const objs = this.evObjs;
     const masks = this.evMasks;
     const c = this.candidates;
-    const len = c.length;
+    const len = this.candLen;
     let w = 0;
     for (let i = 0; i < len; i++) {
       const obj = c[i] as DangaSocket;
@@ -414,8 +416,9 @@ class Loop {
         break;
       }
     }
-    // Length writes only when it changes: each one is a runtime call.
-    if (w !== len) c.length = w;
+    // Dropped candidates' slots are cleared, not cut off: a length write is a runtime call.
+    for (let j = w; j < len; j++) c[j] = undefined;
+    this.candLen = w;
     this.evCount = n;
     const other = this.evOther;
     if (other.length !== 0) other.length = 0;
@@ -574,8 +577,8 @@ class Loop {
     this.closeObjs.push(obj);
     this.closeHandles.push(handle);
     obj[kCandidate] = false;
-    this.pushbackSet.delete(obj);
-    this.plcMap.delete(obj);
+    if (this.pushbackSet.size > 0) this.pushbackSet.delete(obj);
+    if (this.plcMap.size > 0) this.plcMap.delete(obj);
     if (this.waiting) this.wake();
   }
 
@@ -599,8 +602,9 @@ class Loop {
     this.closeObjs = [];
     this.closeHandles = [];
     this.map.clear();
-    for (const obj of this.candidates) obj[kCandidate] = false;
+    for (let i = 0; i < this.candLen; i++) (this.candidates[i] as DangaSocket)[kCandidate] = false;
     this.candidates = [];
+    this.candLen = 0;
     this.pushbackSet.clear();
     this.plcMap.clear();
     for (const w of this.otherWatchers.values()) w.close();
