@@ -108,7 +108,7 @@ function invokeHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
 
 class Loop {
   /** The descriptor map (a `Map`: see SlotMap for why its values are kept apart). */
-  readonly map: Map<number, DangaSocket> = new SlotMap<DangaSocket>();
+  readonly map = new SlotMap<DangaSocket>();
   readonly otherFds = new Map<number, OtherFdCallback>();
   readonly otherWatchers = new Map<number, OtherFdWatcher>();
   /** Raw descriptors reported ready since the last collect: fd → mask. */
@@ -412,7 +412,7 @@ class Loop {
           const o = c[j] as DangaSocket;
           if (o[kCandidate]) c[w++] = o;
         }
-        for (let k = 0; k < n; k++) c[w++] = objs[k] as DangaSocket;
+        for (let k = 0; k < n; k++) c[w++] = objs[k];
         break;
       }
     }
@@ -567,7 +567,7 @@ class Loop {
       const obj = objs[i] as DangaSocket;
       const h = handles[i];
       if (h !== null && h !== undefined) h.destroy();
-      if (this.map.get(obj.id) === obj) this.map.delete(obj.id);
+      this.map.deleteEntry(obj.id, obj);
       obj[kFinish](h === null ? 'stolen' : obj.closeReason);
     }
   }

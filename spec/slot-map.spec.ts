@@ -5,14 +5,18 @@ import { DangaSocket } from '../lib';
 
 type Op =
   | { set: [number, string] }
+  | { add: [number, string] }
   | { del: number }
+  | { delEntry: [number, string] }
   | { clear: true }
   | { iterate: { delEvery: number; addKey: number } };
 
 const key = fc.integer({ min: -3, max: 12 });
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ set: fc.tuple(key, fc.string({ maxLength: 3 })) }) },
+  { weight: 3, arbitrary: fc.record({ add: fc.tuple(key, fc.string({ maxLength: 3 })) }) },
   { weight: 4, arbitrary: fc.record({ del: key }) },
+  { weight: 3, arbitrary: fc.record({ delEntry: fc.tuple(key, fc.string({ maxLength: 1 })) }) },
   { weight: 1, arbitrary: fc.record({ clear: fc.constant(true as const) }) },
   {
     weight: 2,
@@ -36,9 +40,26 @@ function view(m: Map<number, string>): unknown {
   };
 }
 
-/** One step on either map; returns what the step itself observed. */
+/**
+ * One step on either map; returns what the step itself observed. The internal `add` (a key
+ * known to be absent) and `deleteEntry` (only if the key maps to that value) are modelled on
+ * a plain Map by what they promise.
+ */
 function apply(m: Map<number, string>, o: Op): unknown {
   if ('set' in o) return m.set(o.set[0], o.set[1]) === m;
+  if ('add' in o) {
+    const [k, v] = o.add;
+    if (m.has(k)) return 'skipped: add is for absent keys';
+    if (m instanceof SlotMap) m.add(k, v);
+    else m.set(k, v);
+    return 'added';
+  }
+  if ('delEntry' in o) {
+    const [k, v] = o.delEntry;
+    if (m instanceof SlotMap) m.deleteEntry(k, v);
+    else if (m.get(k) === v) m.delete(k);
+    return 'done';
+  }
   if ('del' in o) return m.delete(o.del);
   if ('clear' in o) return m.clear();
   // Iterate while deleting some entries and adding one: Map's live-iteration rules.

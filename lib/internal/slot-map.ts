@@ -53,10 +53,13 @@ export class SlotMap<V> extends Map<number, V> {
 
   override set(key: number, value: V): this {
     const slot = this.#index.get(key);
-    if (slot !== undefined) {
-      this.#slots[slot] = value;
-      return this;
-    }
+    if (slot !== undefined) this.#slots[slot] = value;
+    else this.add(key, value);
+    return this;
+  }
+
+  /** @internal `set` of a key known to be absent (a new object's id): one lookup fewer. */
+  add(key: number, value: V): void {
     const slots = this.#slots;
     const free = this.#free;
     if (free.length > 0) {
@@ -67,7 +70,15 @@ export class SlotMap<V> extends Map<number, V> {
       this.#index.set(key, slots.length);
       slots.push(value);
     }
-    return this;
+  }
+
+  /** @internal delete `key` if it maps to `value` (a closed object's own entry), in one lookup. */
+  deleteEntry(key: number, value: V): void {
+    const slot = this.#index.get(key);
+    if (slot === undefined || this.#slots[slot] !== value) return;
+    this.#index.delete(key);
+    this.#slots[slot] = undefined;
+    this.#free.push(slot);
   }
 
   override delete(key: number): boolean {
