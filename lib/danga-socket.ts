@@ -301,7 +301,7 @@ export abstract class DangaSocket {
         : new StreamChannel(sock as net.Socket, this);
     (sock as Owned)[kOwner] = this;
     if (server) this.#flags |= F_SERVER;
-    loop.map.add(this.id, this);
+    loop.register(this);
     // Wrapped from outside the loop (a promise, a Node callback): PLCs see it at once.
     loop.wake();
   }

@@ -106,9 +106,12 @@ function invokeHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
   else obj.eventHup();
 }
 
+/** The descriptor map's storage, typed as what it is (`loop.map` is this object). */
+const descriptors = new SlotMap<DangaSocket>();
+
 class Loop {
-  /** The descriptor map (a `Map`: see SlotMap for why its values are kept apart). */
-  readonly map = new SlotMap<DangaSocket>();
+  /** The descriptor map: a `Map` (see SlotMap for why its values are kept apart). */
+  readonly map: Map<number, DangaSocket> = descriptors;
   readonly otherFds = new Map<number, OtherFdCallback>();
   readonly otherWatchers = new Map<number, OtherFdWatcher>();
   /** Raw descriptors reported ready since the last collect: fd → mask. */
@@ -567,9 +570,14 @@ class Loop {
       const obj = objs[i] as DangaSocket;
       const h = handles[i];
       if (h !== null && h !== undefined) h.destroy();
-      this.map.deleteEntry(obj.id, obj);
+      descriptors.deleteEntry(obj.id, obj);
       obj[kFinish](h === null ? 'stolen' : obj.closeReason);
     }
+  }
+
+  /** Enter a new object in the descriptor map (its id is new: no entry has it). */
+  register(obj: DangaSocket): void {
+    descriptors.add(obj.id, obj);
   }
 
   /** Schedule the end-of-iteration close of `obj` (handle null: steal, forget only). */
