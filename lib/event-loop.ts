@@ -1,4 +1,4 @@
-import { SlotMap } from './internal/slot-map';
+import { createSlotMap } from './internal/slot-map';
 import type { DangaSocket } from './danga-socket';
 import { DangaSocketError } from './errors';
 import {
@@ -107,7 +107,7 @@ function invokeHook(obj: DangaSocket, which: 0 | 1 | 2 | 3): void {
 }
 
 /** The descriptor map's storage, typed as what it is (`loop.map` is this object). */
-const descriptors = new SlotMap<DangaSocket>();
+const descriptors = createSlotMap<DangaSocket>();
 
 class Loop {
   /** The descriptor map: a `Map` (see SlotMap for why its values are kept apart). */

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util';
 import fc from 'fast-check';
-import { SlotMap } from '../lib/internal/slot-map';
+import * as assert from 'node:assert';
+import { type SlotMap, createSlotMap } from '../lib/internal/slot-map';
 import { DangaSocket } from '../lib';
 
 type Op =
@@ -50,13 +51,13 @@ function apply(m: Map<number, string>, o: Op): unknown {
   if ('add' in o) {
     const [k, v] = o.add;
     if (m.has(k)) return 'skipped: add is for absent keys';
-    if (m instanceof SlotMap) m.add(k, v);
+    if (isSlotMap(m)) m.add(k, v);
     else m.set(k, v);
     return 'added';
   }
   if ('delEntry' in o) {
     const [k, v] = o.delEntry;
-    if (m instanceof SlotMap) m.deleteEntry(k, v);
+    if (isSlotMap(m)) m.deleteEntry(k, v);
     else if (m.get(k) === v) m.delete(k);
     return 'done';
   }
@@ -79,7 +80,7 @@ describe('SlotMap (the descriptor map)', () => {
     fc.assert(
       fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
         const model = new Map<number, string>();
-        const real = new SlotMap<string>();
+        const real = createSlotMap<string>();
         for (const o of ops) {
           expect(apply(real, o)).toEqual(apply(model, o));
           expect(view(real)).toEqual(view(model));
@@ -92,29 +93,37 @@ describe('SlotMap (the descriptor map)', () => {
     );
   });
 
-  it('is a Map to instanceof and to util.inspect', () => {
-    const m = new SlotMap<string>();
+  it('is a Map to instanceof, util.inspect, jest equality and assert.deepStrictEqual', () => {
+    const m = createSlotMap<string>();
     m.set(7, 'seven').set(3, 'three');
+    const plain = new Map([
+      [7, 'seven'],
+      [3, 'three'],
+    ]);
     expect(m).toBeInstanceOf(Map);
+    expect(Object.getPrototypeOf(m)).toBe(Map.prototype);
     expect(Object.prototype.toString.call(m)).toBe('[object Map]');
-    expect(inspect(m)).toBe(
-      inspect(
+    expect(inspect(m)).toBe(inspect(plain));
+    expect(new Map(m)).toEqual(plain);
+    expect(m).toEqual(plain);
+    expect(m).toStrictEqual(plain);
+    assert.deepStrictEqual(m, plain);
+    expect(Object.keys(m)).toEqual([]);
+    // ... and told apart from a Map with other entries.
+    expect(m).not.toEqual(new Map([[7, 'seven']]));
+    expect(() =>
+      assert.deepStrictEqual(
+        m,
         new Map([
           [7, 'seven'],
-          [3, 'three'],
+          [3, 'four'],
         ]),
       ),
-    );
-    expect(new Map(m)).toEqual(
-      new Map([
-        [7, 'seven'],
-        [3, 'three'],
-      ]),
-    );
+    ).toThrow();
   });
 
   it('reuses the slot of a deleted entry instead of growing', () => {
-    const m = new SlotMap<object>();
+    const m = createSlotMap<object>();
     for (let i = 0; i < 4; i++) m.set(i, {});
     for (let round = 0; round < 1000; round++) {
       const id = 4 + round;
@@ -128,7 +137,13 @@ describe('SlotMap (the descriptor map)', () => {
   });
 
   it('is what DangaSocket.DescriptorMap() returns', () => {
-    expect(DangaSocket.DescriptorMap()).toBeInstanceOf(SlotMap);
-    expect(DangaSocket.DescriptorMap()).toBeInstanceOf(Map);
+    const map = DangaSocket.DescriptorMap();
+    expect(map).toBeInstanceOf(Map);
+    expect(isSlotMap(map)).toBe(true);
+    expect(map).toEqual(new Map());
   });
 });
+
+function isSlotMap<V>(m: Map<number, V>): m is SlotMap<V> {
+  return typeof (m as Partial<SlotMap<V>>).deleteEntry === 'function';
+}

@@ -16,111 +16,102 @@ import { inspect } from 'node:util';
  * and a removed entry's slot is cleared at once (and reused). Only growing the slot array leaves
  * a stale copy behind, once per new high-water mark of live entries.
  *
- * Everything `Map` offers works as on a `Map` (same insertion order, same behaviour when
- * entries come and go during an iteration, because iteration follows the key table, which is a
- * `Map`). Only `Map.prototype` methods called on it directly (`Map.prototype.get.call(m, k)`)
- * see an empty map, and `structuredClone` copies it as one.
+ * The object is a real `Map` (its prototype is `Map.prototype`, so `instanceof`, `constructor`,
+ * jest's `toEqual` and `assert.deepStrictEqual` treat it as one) whose methods are its own
+ * non-enumerable properties. Everything `Map` offers works as on a `Map`: the same insertion
+ * order, the same behaviour when entries come and go during an iteration (iteration follows
+ * the key table, itself a `Map`). Only `Map.prototype` methods applied to it directly
+ * (`Map.prototype.get.call(m, k)`) and `structuredClone` see an empty map.
  */
-export class SlotMap<V> extends Map<number, V> {
+export interface SlotMap<V> extends Map<number, V> {
+  /** `set` of a key known to be absent (a new object's id): one lookup fewer. */
+  add(key: number, value: V): void;
+  /** Delete `key` if it maps to `value` (a closed object's own entry), in one lookup. */
+  deleteEntry(key: number, value: V): void;
+  /** Slots in use or free (its spec checks that they are reused). */
+  readonly slotCount: number;
+}
+
+export function createSlotMap<V>(): SlotMap<V> {
   /** key → slot index: numbers only. */
-  readonly #index = new Map<number, number>();
+  const index = new Map<number, number>();
   /** slot → value; a removed entry's slot holds undefined until it is reused. */
-  readonly #slots: (V | undefined)[] = [];
+  const slots: (V | undefined)[] = [];
   /** Slots free for reuse. */
-  readonly #free: number[] = [];
+  const free: number[] = [];
 
-  constructor() {
-    super();
-  }
-
-  /** @internal slots in use or free (its spec checks that they are reused) */
-  get slotCount(): number {
-    return this.#slots.length;
-  }
-
-  override get size(): number {
-    return this.#index.size;
-  }
-
-  override get(key: number): V | undefined {
-    const slot = this.#index.get(key);
-    return slot === undefined ? undefined : this.#slots[slot];
-  }
-
-  override has(key: number): boolean {
-    return this.#index.has(key);
-  }
-
-  override set(key: number, value: V): this {
-    const slot = this.#index.get(key);
-    if (slot !== undefined) this.#slots[slot] = value;
-    else this.add(key, value);
-    return this;
-  }
-
-  /** @internal `set` of a key known to be absent (a new object's id): one lookup fewer. */
-  add(key: number, value: V): void {
-    const slots = this.#slots;
-    const free = this.#free;
+  const add = (key: number, value: V): void => {
     if (free.length > 0) {
       const s = free.pop() as number;
       slots[s] = value;
-      this.#index.set(key, s);
+      index.set(key, s);
     } else {
-      this.#index.set(key, slots.length);
+      index.set(key, slots.length);
       slots.push(value);
     }
+  };
+  function* entries(): Generator<[number, V], undefined> {
+    for (const [key, slot] of index) yield [key, slots[slot] as V];
+    return undefined;
+  }
+  function* values(): Generator<V, undefined> {
+    for (const slot of index.values()) yield slots[slot] as V;
+    return undefined;
   }
 
-  /** @internal delete `key` if it maps to `value` (a closed object's own entry), in one lookup. */
-  deleteEntry(key: number, value: V): void {
-    const slot = this.#index.get(key);
-    if (slot === undefined || this.#slots[slot] !== value) return;
-    this.#index.delete(key);
-    this.#slots[slot] = undefined;
-    this.#free.push(slot);
-  }
-
-  override delete(key: number): boolean {
-    const slot = this.#index.get(key);
-    if (slot === undefined) return false;
-    this.#index.delete(key);
-    this.#slots[slot] = undefined;
-    this.#free.push(slot);
-    return true;
-  }
-
-  override clear(): void {
-    this.#index.clear();
-    this.#slots.length = 0;
-    this.#free.length = 0;
-  }
-
-  override forEach(
-    cb: (value: V, key: number, map: Map<number, V>) => void,
-    thisArg?: unknown,
-  ): void {
-    for (const [key, slot] of this.#index) cb.call(thisArg, this.#slots[slot] as V, key, this);
-  }
-
-  override keys(): MapIterator<number> {
-    return this.#index.keys();
-  }
-
-  override *values(): MapIterator<V> {
-    for (const slot of this.#index.values()) yield this.#slots[slot] as V;
-  }
-
-  override *entries(): MapIterator<[number, V]> {
-    for (const [key, slot] of this.#index) yield [key, this.#slots[slot] as V];
-  }
-
-  override [Symbol.iterator](): MapIterator<[number, V]> {
-    return this.entries();
-  }
-
-  /** `console.log` and `util.inspect` show the entries, as for a Map. */
-  [inspect.custom](depth: number, options: object): string {
-    return inspect(new Map(this.entries()), { ...options, depth });
-  }
+  const map = new Map<number, V>() as SlotMap<V>;
+  const method = (value: unknown): PropertyDescriptor => ({
+    value,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+  Object.defineProperties(map, {
+    size: { get: () => index.size, configurable: true, enumerable: false },
+    slotCount: { get: () => slots.length, configurable: true, enumerable: false },
+    get: method((key: number): V | undefined => {
+      const slot = index.get(key);
+      return slot === undefined ? undefined : slots[slot];
+    }),
+    has: method((key: number): boolean => index.has(key)),
+    set: method((key: number, value: V): SlotMap<V> => {
+      const slot = index.get(key);
+      if (slot !== undefined) slots[slot] = value;
+      else add(key, value);
+      return map;
+    }),
+    add: method(add),
+    deleteEntry: method((key: number, value: V): void => {
+      const slot = index.get(key);
+      if (slot === undefined || slots[slot] !== value) return;
+      index.delete(key);
+      slots[slot] = undefined;
+      free.push(slot);
+    }),
+    delete: method((key: number): boolean => {
+      const slot = index.get(key);
+      if (slot === undefined) return false;
+      index.delete(key);
+      slots[slot] = undefined;
+      free.push(slot);
+      return true;
+    }),
+    clear: method((): void => {
+      index.clear();
+      slots.length = 0;
+      free.length = 0;
+    }),
+    forEach: method((cb: (value: V, key: number, m: Map<number, V>) => void, thisArg?: unknown) => {
+      for (const [key, slot] of index) cb.call(thisArg, slots[slot] as V, key, map);
+    }),
+    keys: method(() => index.keys()),
+    values: method(values),
+    entries: method(entries),
+    [Symbol.iterator]: method(entries),
+    // `console.log` and `util.inspect` show the entries, as for any Map.
+    [inspect.custom]: method((depth: number, options: object) =>
+      inspect(new Map(entries()), { ...options, depth }),
+    ),
+  });
+  return map;
 }
