@@ -50,6 +50,12 @@ export function createSlotMap<V>(): SlotMap<V> {
       slots.push(value);
     }
   };
+  /** Forget `key`, which holds `slot`: the slot is cleared at once and free for reuse. */
+  const drop = (key: number, slot: number): void => {
+    index.delete(key);
+    slots[slot] = undefined;
+    free.push(slot);
+  };
   function* entries(): Generator<[number, V], undefined> {
     for (const [key, slot] of index) yield [key, slots[slot] as V];
     return undefined;
@@ -83,17 +89,12 @@ export function createSlotMap<V>(): SlotMap<V> {
     add: method(add),
     deleteEntry: method((key: number, value: V): void => {
       const slot = index.get(key);
-      if (slot === undefined || slots[slot] !== value) return;
-      index.delete(key);
-      slots[slot] = undefined;
-      free.push(slot);
+      if (slot !== undefined && slots[slot] === value) drop(key, slot);
     }),
     delete: method((key: number): boolean => {
       const slot = index.get(key);
       if (slot === undefined) return false;
-      index.delete(key);
-      slots[slot] = undefined;
-      free.push(slot);
+      drop(key, slot);
       return true;
     }),
     clear: method((): void => {
